@@ -1,0 +1,46 @@
+# fraudscore developer workflow. `make help` lists the targets; each bootstraps what it needs.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# uv: the one on PATH, else a private copy in .tools/ installed from PyPI with pip.
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+VENV_STAMP := .venv/.synced-$(shell cksum uv.lock 2>/dev/null | cut -d' ' -f1)
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	@echo "uv not found: installing it into .tools/ from PyPI"
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+$(VENV_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked
+	@rm -f .venv/.synced-* && touch $@
+
+.PHONY: sync
+sync: $(VENV_STAMP) ## Create or update the virtual environment from uv.lock
+
+.PHONY: test
+test: $(VENV_STAMP) ## Run the whole test suite (unit; integration and e2e when PostgreSQL is reachable)
+	$(UV) run pytest
+
+.PHONY: lint
+lint: $(VENV_STAMP) ## ruff (lint + format check), mypy --strict, and the architecture contracts
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+	$(UV) run lint-imports --no-cache
+
+.PHONY: format
+format: $(VENV_STAMP) ## Apply ruff's fixes and formatting
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+.PHONY: clean
+clean: ## Remove caches and the virtual environment (keeps data and artifacts)
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -1,0 +1,106 @@
+"""Test helpers shared by the suites: raw applications and fakes for the ports."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from fraudscore import Application, ModelUnavailable, Prediction, Scores, StoreUnavailable
+
+RAW_APPLICATION: dict[str, object] = {
+    "income": 0.30000000000000004,
+    "name_email_similarity": 0.1866,
+    "prev_address_months_count": -1,
+    "current_address_months_count": 88,
+    "customer_age": 50,
+    "days_since_request": 0.0206,
+    "intended_balcon_amount": -1.03,
+    "payment_type": "AB",
+    "zip_count_4w": 1059,
+    "velocity_6h": 13096.03,
+    "velocity_24h": 7850.95,
+    "velocity_4w": 6742.08,
+    "bank_branch_count_8w": 5,
+    "date_of_birth_distinct_emails_4w": 5,
+    "employment_status": "CB",
+    "credit_risk_score": 163,
+    "email_is_free": 1,
+    "housing_status": "BC",
+    "phone_home_valid": 0,
+    "phone_mobile_valid": 1,
+    "bank_months_count": 9,
+    "has_other_cards": 0,
+    "proposed_credit_limit": 1500.0,
+    "foreign_request": 0,
+    "source": "INTERNET",
+    "session_length_in_minutes": 16.22,
+    "device_os": "linux",
+    "keep_alive_session": 1,
+    "device_distinct_emails_8w": 1,
+    "device_fraud_count": 0,
+}
+"""A valid application in BAF's raw form (two sentinels: prev address, balcon amount)."""
+
+
+def raw(**changes: object) -> dict[str, object]:
+    """A copy of RAW_APPLICATION with some fields changed."""
+    return {**RAW_APPLICATION, **changes}
+
+
+def application(**changes: object) -> Application:
+    """A validated application built from RAW_APPLICATION with some fields changed."""
+    return Application.parse(raw(**changes))
+
+
+class RuleScorer:
+    """A deterministic fake model: housing_status BA scores 0.9, everything else 0.1."""
+
+    threshold = 0.5
+    model_version = "rule-1"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def score(self, applications: Sequence[Application]) -> Scores:
+        """0.9 for housing_status BA, else 0.1."""
+        self.batches.append(len(applications))
+        probabilities = [0.9 if a["housing_status"] == "BA" else 0.1 for a in applications]
+        return Scores(probabilities, self.threshold, self.model_version)
+
+
+class AsyncRuleScorer:
+    """The async face of :class:`RuleScorer`."""
+
+    def __init__(self, scorer: RuleScorer) -> None:
+        self.scorer = scorer
+
+    async def score(self, applications: Sequence[Application]) -> Scores:
+        """Delegate to the sync rule."""
+        return self.scorer.score(applications)
+
+
+class BrokenScorer:
+    """A model that fails: raises ModelUnavailable, or returns whatever it is told to."""
+
+    def __init__(self, result: Scores | None = None) -> None:
+        self.result = result
+
+    def score(self, applications: Sequence[Application]) -> Scores:
+        """Return the canned result, or fail."""
+        if self.result is None:
+            raise ModelUnavailable("model file is gone")
+        return self.result
+
+
+class DownSink:
+    """A prediction sink whose database is down."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def record(self, prediction: Prediction) -> None:
+        """Fail like a store that cannot be reached."""
+        with self.lock:
+            self.calls += 1
+        raise StoreUnavailable("connection refused")

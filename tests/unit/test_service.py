@@ -1,0 +1,190 @@
+"""The scoring use case, end to end on in-memory adapters and fake scorers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from fraudscore import (
+    MAX_USER_ID,
+    AsyncScoringService,
+    InvalidUserId,
+    ModelUnavailable,
+    Scores,
+    ScoringService,
+    StoreUnavailable,
+    UnknownUser,
+    parse_user_id,
+)
+from fraudscore.ports import PredictionSink, Scorer
+from fraudscore_adapters.memory import (
+    AsyncMemoryFeatureStore,
+    AsyncMemoryPredictionSink,
+    MemoryFeatureStore,
+    MemoryPredictionSink,
+)
+from tests.support import AsyncRuleScorer, BrokenScorer, DownSink, RuleScorer, application
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
+@pytest.fixture
+def store() -> MemoryFeatureStore:
+    store = MemoryFeatureStore()
+    store.add(1, application(housing_status="BA"))
+    store.add(2, application(housing_status="BC"))
+    return store
+
+
+def service(store: MemoryFeatureStore, sink: PredictionSink, scorer: Scorer) -> ScoringService:
+    return ScoringService(
+        features=store,
+        sink=sink,
+        scorer=scorer,
+        clock=lambda: NOW,
+        new_id=lambda: ID,
+    )
+
+
+def test_predict_scores_records_and_returns_the_prediction(store: MemoryFeatureStore) -> None:
+    sink, scorer = MemoryPredictionSink(), RuleScorer()
+    prediction = service(store, sink, scorer).predict(1, route="sync")
+    assert prediction.user_id == 1
+    assert prediction.probability == pytest.approx(0.9)
+    assert prediction.is_fraud is True
+    assert prediction.threshold == 0.5
+    assert prediction.model_version == "rule-1"
+    assert prediction.route == "sync"
+    assert prediction.created_at == NOW
+    assert prediction.prediction_id == ID
+    assert sink.records == (prediction,)
+    assert scorer.batches == [1]
+
+
+def test_below_threshold_is_not_fraud(store: MemoryFeatureStore) -> None:
+    prediction = service(store, MemoryPredictionSink(), RuleScorer()).predict(2)
+    assert prediction.is_fraud is False
+    assert prediction.route == "library"
+
+
+def test_probability_equal_to_threshold_is_flagged(store: MemoryFeatureStore) -> None:
+    scorer = BrokenScorer(Scores([0.5], 0.5, "edge"))
+    assert service(store, MemoryPredictionSink(), scorer).predict(1).is_fraud is True
+
+
+def test_the_newest_features_are_scored(store: MemoryFeatureStore) -> None:
+    store.add(2, application(housing_status="BA"))
+    assert service(store, MemoryPredictionSink(), RuleScorer()).predict(2).is_fraud is True
+
+
+def test_user_ids_may_come_as_digit_strings(store: MemoryFeatureStore) -> None:
+    assert service(store, MemoryPredictionSink(), RuleScorer()).predict("2").user_id == 2
+
+
+def test_unknown_user_records_nothing(store: MemoryFeatureStore) -> None:
+    sink, scorer = MemoryPredictionSink(), RuleScorer()
+    with pytest.raises(UnknownUser, match="no features stored for user 99"):
+        service(store, sink, scorer).predict(99)
+    assert sink.records == ()
+    assert scorer.batches == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "rule"),
+    [
+        (-1, "between 0 and"),
+        (MAX_USER_ID + 1, "between 0 and"),
+        ("", "decimal digits"),
+        ("12a", "decimal digits"),
+        ("-3", "decimal digits"),
+        ("1" * 20, "decimal digits"),
+        ("١٢", "decimal digits"),
+        (1.5, "whole number"),
+        (True, "whole number"),
+    ],
+)
+def test_malformed_user_ids_name_the_rule(raw: object, rule: str) -> None:
+    with pytest.raises(InvalidUserId, match=rule):
+        parse_user_id(raw)
+
+
+def test_largest_user_id_is_accepted() -> None:
+    assert parse_user_id(str(MAX_USER_ID)) == MAX_USER_ID
+
+
+def test_model_failure_records_nothing(store: MemoryFeatureStore) -> None:
+    sink = MemoryPredictionSink()
+    with pytest.raises(ModelUnavailable, match="model file is gone"):
+        service(store, sink, BrokenScorer()).predict(1)
+    assert sink.records == ()
+
+
+@pytest.mark.parametrize(
+    ("scores", "message"),
+    [
+        (Scores([0.1, 0.2], 0.5, "v"), "returned 2 scores for 1 application"),
+        (Scores([], 0.5, "v"), "returned 0 scores"),
+        (Scores([1.5], 0.5, "v"), "not a probability"),
+        (Scores([float("nan")], 0.5, "v"), "not a probability"),
+    ],
+)
+def test_a_misbehaving_scorer_is_a_model_fault(
+    store: MemoryFeatureStore, scores: Scores, message: str
+) -> None:
+    sink = MemoryPredictionSink()
+    with pytest.raises(ModelUnavailable, match=message):
+        service(store, sink, BrokenScorer(scores)).predict(1)
+    assert sink.records == ()
+
+
+def test_a_threshold_outside_0_1_is_refused() -> None:
+    with pytest.raises(ModelUnavailable, match=r"threshold 1\.2"):
+        Scores([0.3], 1.2, "v")
+
+
+def test_a_sink_that_is_down_fails_the_request(store: MemoryFeatureStore) -> None:
+    sink = DownSink()
+    with pytest.raises(StoreUnavailable, match="connection refused"):
+        service(store, sink, RuleScorer()).predict(1)
+    assert sink.calls == 1
+
+
+def async_service(store: MemoryFeatureStore, sink: MemoryPredictionSink) -> AsyncScoringService:
+    return AsyncScoringService(
+        features=AsyncMemoryFeatureStore(store),
+        sink=AsyncMemoryPredictionSink(sink),
+        scorer=AsyncRuleScorer(RuleScorer()),
+        clock=lambda: NOW,
+        new_id=lambda: ID,
+    )
+
+
+def test_async_face_gives_the_same_prediction(store: MemoryFeatureStore) -> None:
+    sync_sink, async_sink = MemoryPredictionSink(), MemoryPredictionSink()
+    expected = service(store, sync_sink, RuleScorer()).predict(1, route="api")
+    got = asyncio.run(async_service(store, async_sink).predict(1, route="api"))
+    assert got == expected
+    assert async_sink.records == (got,)
+
+
+def test_async_face_raises_the_same_errors(store: MemoryFeatureStore) -> None:
+    sink = MemoryPredictionSink()
+    with pytest.raises(UnknownUser):
+        asyncio.run(async_service(store, sink).predict(42))
+    with pytest.raises(InvalidUserId):
+        asyncio.run(async_service(store, sink).predict("x"))
+    assert sink.records == ()
+
+
+def test_default_ids_and_clock_are_unique_and_utc(store: MemoryFeatureStore) -> None:
+    svc = ScoringService(features=store, sink=MemoryPredictionSink(), scorer=RuleScorer())
+    first, second = svc.predict(1), svc.predict(1)
+    assert first.prediction_id != second.prediction_id
+    assert first.created_at.tzinfo is UTC
+    assert first.created_at <= second.created_at
