@@ -36,6 +36,28 @@ lint: $(VENV_STAMP) ## ruff (lint + format check), mypy --strict, and the archit
 	$(UV) run mypy
 	$(UV) run lint-imports --no-cache
 
+FS := $(UV) run python -m fraudscore_adapters
+
+.PHONY: data
+data: $(VENV_STAMP) ## Make sure a dataset exists: real BAF in data/raw, else generate the synthetic one
+	$(FS) data
+
+.PHONY: train
+train: $(VENV_STAMP) ## Train the XGBoost model into data/model_artifacts (FORCE=1 retrains)
+	$(FS) train $(if $(FORCE),--force)
+
+.PHONY: migrate
+migrate: $(VENV_STAMP) ## Apply database migrations (needs DATABASE_URL)
+	$(FS) migrate
+
+.PHONY: rollback
+rollback: $(VENV_STAMP) ## Roll back the newest migration (needs DATABASE_URL)
+	$(FS) rollback
+
+.PHONY: load-features
+load-features: $(VENV_STAMP) ## COPY the dataset's cleaned features into PostgreSQL (needs DATABASE_URL)
+	$(FS) load-features
+
 .PHONY: format
 format: $(VENV_STAMP) ## Apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .

@@ -73,7 +73,7 @@ def test_newest_version_wins_and_history_is_kept() -> None:
 
 def test_missing_values_and_every_category_roundtrip() -> None:
     store = MemoryFeatureStore()
-    apps = []
+    apps: list[Application] = []
     for f in FEATURES:
         apps.extend(application(**{f.name: category}) for category in f.categories)
     nulls = {f.name: None for f in FEATURES if f.nullable}
@@ -148,7 +148,9 @@ def test_concurrent_readers_and_writers_see_whole_versions() -> None:
             while not stop.is_set():
                 for uid in range(50):
                     app = store.latest(uid)
-                    assert app["customer_age"] == 10 * app["date_of_birth_distinct_emails_4w"]
+                    age, emails = app["customer_age"], app["date_of_birth_distinct_emails_4w"]
+                    assert isinstance(emails, int)
+                    assert age == 10 * emails
         except BaseException as exc:
             errors.append(exc)
 

@@ -7,7 +7,13 @@ from fraudscore_adapters.baf.frame import (
     clean_frame,
     enum_dtype,
 )
-from fraudscore_adapters.baf.io import ID_COLUMN, LABEL_COLUMNS, load_features, read_table
+from fraudscore_adapters.baf.io import (
+    ID_COLUMN,
+    LABEL_COLUMNS,
+    find_real_dataset,
+    load_features,
+    read_table,
+)
 
 __all__ = [
     "ID_COLUMN",
@@ -17,6 +23,7 @@ __all__ = [
     "ValidationReport",
     "clean_frame",
     "enum_dtype",
+    "find_real_dataset",
     "load_features",
     "read_table",
 ]

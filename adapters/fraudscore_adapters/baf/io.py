@@ -9,7 +9,7 @@ import polars as pl
 from fraudscore import FEATURES, Kind
 from fraudscore_adapters.baf.frame import ColumnProblem, DatasetError, ValidationReport, clean_frame
 
-__all__ = ["ID_COLUMN", "LABEL_COLUMNS", "load_features", "read_table"]
+__all__ = ["ID_COLUMN", "LABEL_COLUMNS", "find_real_dataset", "load_features", "read_table"]
 
 ID_COLUMN = "user_id"
 """BAF rows carry no id: a file without this column gets its row number (0, 1, ...) as id."""
@@ -46,3 +46,11 @@ def load_features(
         frame = frame.with_row_index(ID_COLUMN).with_columns(pl.col(ID_COLUMN).cast(pl.Int64))
     keep = [ID_COLUMN, *(c for c in LABEL_COLUMNS if c in frame.columns)]
     return clean_frame(frame, keep=keep, drop_invalid=drop_invalid, source=str(path))
+
+
+def find_real_dataset(raw_dir: Path) -> Path | None:
+    """The real BAF file in ``raw_dir``: ``Base`` first, else the first other .csv/.parquet."""
+    if not raw_dir.is_dir():
+        return None
+    found = sorted(p for p in raw_dir.iterdir() if p.suffix in {".csv", ".parquet"})
+    return next((p for p in found if p.stem == "Base"), found[0] if found else None)

@@ -1,0 +1,111 @@
+"""Settings: one frozen object, read once from the environment (and ``.env``) at the root.
+
+Adapters never read ``os.environ``: the composition root builds :class:`Settings` with
+:meth:`Settings.from_env` and passes plain values down. The process environment wins over
+``.env``; unknown ``FRAUDSCORE_*`` names are an error, so a typo cannot silently fall back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "read_dotenv"]
+
+ENV_PREFIX = "FRAUDSCORE_"
+
+
+class SettingsError(ValueError):
+    """A setting that is malformed or unknown; the message names it."""
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a ``.env`` file (comments, blanks and ``export`` allowed)."""
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.removeprefix("export ").partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable, with defaults that run on a fresh clone with no database."""
+
+    database_url: str | None = None
+    """``DATABASE_URL``: unset means the embedded in-memory store."""
+    migrations_database_url: str | None = None
+    """``MIGRATIONS_DATABASE_URL``: a direct (non-pooled) endpoint for DDL; default DATABASE_URL."""
+    data_dir: Path = Path("data")
+    data_file: Path | None = None
+    """An explicit dataset; default: a real BAF file in data/raw, else the synthetic set."""
+    artifact_dir: Path = Path("data/model_artifacts")
+    migrations_dir: Path = Path("migrations")
+    synthetic_rows: int = 1_000_000
+    seed: int = 42
+    split: str = "random"
+    """``random`` (stratified 70/15/15) or ``temporal`` (the paper's months 0-5 / 6-7)."""
+    pool_min_size: int = 2
+    pool_max_size: int = 8
+    pool_timeout_s: float = 3.0
+    statement_timeout_ms: int = 3_000
+    load_batch_rows: int = 50_000
+
+    @property
+    def raw_dir(self) -> Path:
+        """Where real BAF files are looked for."""
+        return self.data_dir / "raw"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        """Where the generated stand-in is written."""
+        return self.data_dir / "synthetic"
+
+    @property
+    def migrations_url(self) -> str | None:
+        """The URL migrations run on."""
+        return self.migrations_database_url or self.database_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], dotenv: Path | None = Path(".env")) -> Settings:
+        """Settings from ``dotenv`` overlaid by ``environ``: the only place the env is read."""
+        env = {**(read_dotenv(dotenv) if dotenv else {}), **environ}
+        values: dict[str, object] = {}
+        for name in ("DATABASE_URL", "MIGRATIONS_DATABASE_URL"):
+            if env.get(name):
+                values[name.lower()] = env[name]
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key, raw in env.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key.removeprefix(ENV_PREFIX).lower()
+            if name not in known or name.endswith("database_url"):
+                raise SettingsError(f"unknown setting {key}; known: {_known_names(known)}")
+            values[name] = _convert(key, raw, cls.__annotations__[name])
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _known_names(known: Mapping[str, object]) -> str:
+    return ", ".join(ENV_PREFIX + n.upper() for n in known if not n.endswith("database_url"))
+
+
+def _convert(key: str, raw: str, annotation: str) -> object:
+    try:
+        if annotation.startswith("int"):
+            return int(raw.replace("_", ""))
+        if annotation.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a number") from None
+    if "Path" in annotation:
+        return Path(raw) if raw else None
+    return raw

@@ -1,0 +1,180 @@
+"""One contract, two adapters: the in-memory fake and PostgreSQL must behave the same.
+
+Every test here runs against both stores, so the fake cannot drift from the real thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+
+from fraudscore import (
+    AsyncScoringService,
+    Prediction,
+    ScoringService,
+    UnknownUser,
+)
+from fraudscore.ports import FeatureRepository, PredictionSink
+from fraudscore_adapters import memory, postgres
+from fraudscore_adapters.baf import clean_frame
+from fraudscore_adapters.bulkload import copy_features
+from tests.support import AsyncRuleScorer, RuleScorer, application
+
+POOL: dict[str, Any] = {
+    "min_size": 1,
+    "max_size": 4,
+    "timeout_s": 5.0,
+    "statement_timeout_ms": 5_000,
+}
+
+
+@dataclass
+class Stores:
+    """The adapters under test, and a way to add features and read predictions back."""
+
+    features: FeatureRepository
+    sink: PredictionSink
+    add: Any
+    predictions: Any
+    run_async: Any
+
+
+def _memory() -> Iterator[Stores]:
+    store, sink = memory.MemoryFeatureStore(), memory.MemoryPredictionSink()
+
+    def run_async(fn: Any) -> Any:
+        async def go() -> Any:
+            return await fn(
+                memory.AsyncMemoryFeatureStore(store), memory.AsyncMemoryPredictionSink(sink)
+            )
+
+        return asyncio.run(go())
+
+    yield Stores(store, sink, store.add_many, lambda: list(sink.records), run_async)
+
+
+def _postgres(url: str) -> Iterator[Stores]:
+    pool = postgres.open_pool(url, **POOL)
+
+    def add(user_ids: list[int], applications: list[Any]) -> None:
+        rows = [{"user_id": u, **a.to_baf()} for u, a in zip(user_ids, applications, strict=True)]
+        frame, _ = clean_frame(pl.DataFrame(rows), keep=["user_id"])
+        with psycopg.connect(url) as conn:
+            copy_features(conn, frame)
+
+    def predictions() -> list[Prediction]:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT id, user_id, probability, is_fraud, threshold, model_version, route,"
+                " created_at FROM predictions ORDER BY created_at, id"
+            ).fetchall()
+        return [Prediction(*row) for row in rows]
+
+    def run_async(fn: Any) -> Any:
+        async def go() -> Any:
+            apool = await postgres.open_async_pool(url, **POOL)
+            try:
+                return await fn(
+                    postgres.AsyncPostgresFeatureStore(apool),
+                    postgres.AsyncPostgresPredictionSink(apool),
+                )
+            finally:
+                await apool.close()
+
+        return asyncio.run(go())
+
+    try:
+        yield Stores(
+            postgres.PostgresFeatureStore(pool),
+            postgres.PostgresPredictionSink(pool),
+            add,
+            predictions,
+            run_async,
+        )
+    finally:
+        pool.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", marks=pytest.mark.unit),
+        pytest.param("postgres", marks=pytest.mark.integration),
+    ]
+)
+def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
+    if request.param == "memory":
+        yield from _memory()
+    else:
+        yield from _postgres(request.getfixturevalue("db"))
+
+
+def test_latest_returns_the_stored_application(stores: Stores) -> None:
+    app = application(bank_months_count=-1, housing_status="BA")
+    stores.add([5], [app])
+    assert stores.features.latest(5) == app
+    assert stores.features.latest(5)["bank_months_count"] is None
+
+
+def test_unknown_user(stores: Stores) -> None:
+    stores.add([1], [application()])
+    with pytest.raises(UnknownUser, match="user 2"):
+        stores.features.latest(2)
+
+
+def test_newest_version_wins(stores: Stores) -> None:
+    stores.add([1, 2], [application(customer_age=20), application(customer_age=30)])
+    stores.add([1], [application(customer_age=40)])
+    assert stores.features.latest(1)["customer_age"] == 40
+    assert stores.features.latest(2)["customer_age"] == 30
+
+
+def test_a_repeated_user_in_one_load_keeps_its_last_row(stores: Stores) -> None:
+    stores.add([9, 9], [application(customer_age=20), application(customer_age=70)])
+    assert stores.features.latest(9)["customer_age"] == 70
+
+
+def test_every_value_roundtrips_exactly(stores: Stores) -> None:
+    apps = [
+        application(income=0.30000000000000004, velocity_6h=-0.1234567890123, device_os=os)
+        for os in ("linux", "macintosh", "other", "windows", "x11")
+    ]
+    stores.add(list(range(5)), apps)
+    assert [stores.features.latest(i) for i in range(5)] == apps
+
+
+def test_the_use_case_records_what_it_returns(stores: Stores) -> None:
+    stores.add([1], [application(housing_status="BA")])
+    svc = ScoringService(features=stores.features, sink=stores.sink, scorer=RuleScorer())
+    prediction = svc.predict(1, route="sync")
+    assert prediction.is_fraud
+    assert stores.predictions() == [prediction]
+
+
+def test_the_async_faces_agree_with_the_blocking_ones(stores: Stores) -> None:
+    stores.add([1, 2], [application(housing_status="BA"), application(housing_status="BB")])
+    fixed = datetime(2026, 11, 27, tzinfo=UTC)
+    ids = iter(uuid.UUID(int=i) for i in range(1, 10))
+
+    async def both(features: Any, sink: Any) -> list[Prediction]:
+        svc = AsyncScoringService(
+            features=features,
+            sink=sink,
+            scorer=AsyncRuleScorer(RuleScorer()),
+            clock=lambda: fixed,
+            new_id=lambda: next(ids),
+        )
+        return [await svc.predict(1, route="async"), await svc.predict(2, route="async")]
+
+    got = stores.run_async(both)
+    assert [p.is_fraud for p in got] == [True, False]
+    assert stores.predictions() == got
+    with pytest.raises(UnknownUser):
+        stores.run_async(lambda f, s: f.latest(77))
