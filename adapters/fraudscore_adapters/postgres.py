@@ -184,6 +184,22 @@ class AsyncPostgresPredictionSink:
                 await conn.execute(INSERT_PREDICTION_SQL, _prediction_row(prediction), prepare=True)
 
 
+def _pool_options(
+    min_size: int, max_size: int, timeout_s: float, statement_timeout_ms: int
+) -> dict[str, Any]:
+    """What both pools share: bounded sizes and waits, opened explicitly by the caller."""
+    connect_timeout_s = max(1, int(timeout_s))
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": timeout_s,
+        "open": False,
+        "kwargs": connection_kwargs(
+            statement_timeout_ms=statement_timeout_ms, connect_timeout_s=connect_timeout_s
+        ),
+    }
+
+
 def open_pool(
     conninfo: str,
     *,
@@ -196,16 +212,10 @@ def open_pool(
     """A checked, bounded blocking pool; raises StoreUnavailable if none can be opened."""
     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
         conninfo,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout_s,
-        open=False,
         name=name,
         check=psycopg_pool.ConnectionPool.check_connection,
         configure=configure_json,
-        kwargs=connection_kwargs(
-            statement_timeout_ms=statement_timeout_ms, connect_timeout_s=max(1, int(timeout_s))
-        ),
+        **_pool_options(min_size, max_size, timeout_s, statement_timeout_ms),
     )
     with store_errors("opening the connection pool"):
         pool.open(wait=True, timeout=timeout_s)
@@ -224,16 +234,10 @@ async def open_async_pool(
     """The async twin of :func:`open_pool`."""
     pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
         conninfo,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout_s,
-        open=False,
         name=name,
         check=psycopg_pool.AsyncConnectionPool.check_connection,
         configure=_async_configure,
-        kwargs=connection_kwargs(
-            statement_timeout_ms=statement_timeout_ms, connect_timeout_s=max(1, int(timeout_s))
-        ),
+        **_pool_options(min_size, max_size, timeout_s, statement_timeout_ms),
     )
     with store_errors("opening the connection pool"):
         await pool.open(wait=True, timeout=timeout_s)

@@ -1,0 +1,59 @@
+"""`make migrate && make load-features` end to end, through the command line's main()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from fraudscore_adapters import cli, postgres
+from tests.integration.conftest import MIGRATIONS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, empty_database_url: str) -> str:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", empty_database_url)
+    monkeypatch.setenv("FRAUDSCORE_MIGRATIONS_DIR", str(MIGRATIONS))
+    monkeypatch.setenv("FRAUDSCORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FRAUDSCORE_SYNTHETIC_ROWS", "3000")
+    return empty_database_url
+
+
+def counts(url: str) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*), count(DISTINCT user_id) FROM feature_store").fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_migrate_then_load_twice_appends_a_version(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["migrate"]) == 0
+    assert "none pending" in capsys.readouterr().err
+    assert cli.main(["load-features"]) == 0
+    err = capsys.readouterr().err
+    assert "generating 3,000 synthetic rows" in err
+    assert "loaded: 3,000/3,000 rows (100%" in err
+    assert counts(env) == (3000, 3000)
+    assert cli.main(["load-features"]) == 0
+    assert counts(env) == (6000, 3000)
+    with postgres.open_pool(
+        env, min_size=1, max_size=1, timeout_s=2, statement_timeout_ms=2000
+    ) as pool:
+        assert postgres.PostgresFeatureStore(pool).latest(2999) is not None
+
+
+def test_load_features_without_a_database_url_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("FRAUDSCORE_DATA_FILE", str(tmp_path / "none.csv"))
+    assert cli.main(["migrate"]) == 2
+    assert "DATABASE_URL is not set" in capsys.readouterr().err
