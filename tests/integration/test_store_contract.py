@@ -178,3 +178,26 @@ def test_the_async_faces_agree_with_the_blocking_ones(stores: Stores) -> None:
     assert stores.predictions() == got
     with pytest.raises(UnknownUser):
         stores.run_async(lambda f, s: f.latest(77))
+
+
+def test_concurrent_async_calls_each_get_their_own_answer(stores: Stores) -> None:
+    users = list(range(60))
+    stores.add(users, [application(customer_age=10 + 10 * (u % 9)) for u in users])
+    stamp = datetime(2026, 11, 27, tzinfo=UTC)
+
+    async def many(features: Any, sink: Any) -> tuple[list[Any], list[Any]]:
+        found = await asyncio.gather(
+            *(features.latest(u) for u in [*users, 999, 5]), return_exceptions=True
+        )
+        predictions = [
+            Prediction(uuid.UUID(int=u + 1), u, 0.25, False, 0.5, "v", "async", stamp)
+            for u in users
+        ]
+        await asyncio.gather(*(sink.record(p) for p in predictions))
+        return found, predictions
+
+    found, predictions = stores.run_async(many)
+    assert [a["customer_age"] for a in found[:60]] == [10 + 10 * (u % 9) for u in users]
+    assert isinstance(found[60], UnknownUser)
+    assert found[61] == found[5]
+    assert sorted(stores.predictions(), key=lambda p: p.user_id) == predictions
