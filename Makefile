@@ -46,6 +46,14 @@ data: $(VENV_STAMP) ## Make sure a dataset exists: real BAF in data/raw, else ge
 train: $(VENV_STAMP) ## Train the XGBoost model into data/model_artifacts (FORCE=1 retrains)
 	$(FS) train $(if $(FORCE),--force)
 
+.PHONY: run
+run: $(VENV_STAMP) ## The main job: data and model if missing, then serve on 127.0.0.1:8000
+	$(FS) run
+
+.PHONY: serve
+serve: $(VENV_STAMP) ## Just serve the API (needs a trained model)
+	$(FS) serve
+
 .PHONY: migrate
 migrate: $(VENV_STAMP) ## Apply database migrations (needs DATABASE_URL)
 	$(FS) migrate

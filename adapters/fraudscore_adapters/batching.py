@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-__all__ = ["BatchFunction", "MicroBatcher"]
+from fraudscore import Application, ModelUnavailable, Scores
+from fraudscore.ports import Scorer
+
+__all__ = ["BatchFunction", "BatchingScorer", "MicroBatcher"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,3 +81,43 @@ class MicroBatcher(Generic[T, R]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+class BatchingScorer:
+    """An :class:`~fraudscore.AsyncScorer` that micro-batches concurrent calls to a scorer.
+
+    The model runs in a thread of its own (one model call at a time, off the event loop); the
+    requests that arrive meanwhile are scored together in the next call. On this machine a
+    one-row XGBoost call costs ~0.5 ms of fixed overhead and each further row ~10-20 µs, so
+    batching turns the model from the bottleneck into a rounding error under load.
+    """
+
+    def __init__(self, scorer: Scorer, *, max_batch: int = 128) -> None:
+        self._scorer = scorer
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+        self._batcher: MicroBatcher[Application, Scores] = MicroBatcher(
+            self._score_many, max_batch=max_batch
+        )
+
+    async def score(self, applications: Sequence[Application]) -> Scores:
+        """One probability per application, in order (scored with concurrent requests)."""
+        parts = await asyncio.gather(*(self._batcher.submit(a) for a in applications))
+        if not parts:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._scorer.score, ()
+            )
+        return Scores(
+            [s.probabilities[0] for s in parts], parts[0].threshold, parts[0].model_version
+        )
+
+    async def _score_many(self, batch: Sequence[Application]) -> list[Scores | BaseException]:
+        loop = asyncio.get_running_loop()
+        scores = await loop.run_in_executor(self._executor, self._scorer.score, batch)
+        if len(scores.probabilities) != len(batch):
+            got = len(scores.probabilities)
+            raise ModelUnavailable(f"scorer returned {got} scores for {len(batch)} applications")
+        return [Scores((p,), scores.threshold, scores.model_version) for p in scores.probabilities]
+
+    def close(self) -> None:
+        """Stop the scoring thread (waits for the call in progress)."""
+        self._executor.shutdown(wait=True)

@@ -8,63 +8,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import psycopg
 
 from fraudscore import FraudscoreError
-from fraudscore_adapters.baf import DatasetError, find_real_dataset, load_features
+from fraudscore_adapters.baf import DatasetError, load_features
 from fraudscore_adapters.bulkload import copy_features
+from fraudscore_adapters.dataset import dataset_path, log, progress_printer
 from fraudscore_adapters.migrate import apply_migrations, rollback_migrations
 from fraudscore_adapters.postgres import store_errors
 from fraudscore_adapters.settings import Settings, SettingsError
 
-__all__ = ["dataset_path", "main", "progress_printer"]
-
-
-def log(message: str) -> None:
-    """Progress and results go to stderr, one flushed line each."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def progress_printer(what: str) -> Callable[[int, int, float], None]:
-    """A progress callback printing done/total, percent and rate."""
-
-    def show(done: int, total: int, seconds: float) -> None:
-        rate = done / seconds if seconds > 0 else 0.0
-        log(f"{what}: {done:,}/{total:,} rows ({done / max(total, 1):.0%}, {rate:,.0f} rows/s)")
-
-    return show
-
-
-def dataset_path(settings: Settings, *, create: bool = True) -> Path:
-    """The dataset to use: explicit, else real BAF in data/raw, else the synthetic set."""
-    if settings.data_file is not None:
-        return settings.data_file
-    real = find_real_dataset(settings.raw_dir)
-    if real is not None:
-        return real
-    from fraudscore_adapters.baf.synthetic import SYNTHETIC_FILE_STEM, generate  # noqa: PLC0415
-
-    name = f"{SYNTHETIC_FILE_STEM}_n{settings.synthetic_rows}_seed{settings.seed}.parquet"
-    path = settings.synthetic_dir / name
-    if path.is_file() or not create:
-        return path
-    log(
-        f"no real BAF file in {settings.raw_dir}: generating {settings.synthetic_rows:,} "
-        f"synthetic rows (seed {settings.seed})"
-    )
-    started = time.perf_counter()
-    frame = generate(settings.synthetic_rows, seed=settings.seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    frame.write_parquet(partial)
-    partial.replace(path)
-    log(f"wrote {path} in {time.perf_counter() - started:.1f}s")
-    return path
+__all__ = ["main"]
 
 
 def _database_url(settings: Settings, *, migrations: bool = False) -> str:
@@ -122,12 +79,77 @@ def cmd_load_features(settings: Settings, args: argparse.Namespace) -> None:
     log(f"loaded {frame.height:,} applications in {seconds:.1f}s ({rate:,.0f} rows/s)")
 
 
+APP_FACTORY = "fraudscore_adapters.bootstrap:app_from_env"
+
+
+def _check_servable(settings: Settings) -> None:
+    """Fail before any worker starts if the model or the embedded dataset is missing."""
+    from fraudscore_adapters.xgb.artifacts import read_verified  # noqa: PLC0415
+
+    read_verified(settings.artifact_dir)  # raises ModelUnavailable saying what is wrong
+    if not settings.database_url and not dataset_path(settings, create=False).is_file():
+        raise FileNotFoundError("no dataset for the in-memory store: run `make data` first")
+
+
+def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
+    """Serve the HTTP API (granian or uvicorn, FRAUDSCORE_SERVER) until interrupted."""
+    _check_servable(settings)
+    log(
+        f"serving on http://{settings.host}:{settings.port} with {settings.server}, "
+        f"{settings.workers} worker(s); docs at http://{settings.host}:{settings.port}/schema/swagger"
+    )
+    if settings.server == "uvicorn":
+        import uvicorn  # noqa: PLC0415
+
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            access_log=False,
+            log_level="warning",
+        )
+        return
+    if settings.server != "granian":
+        raise SettingsError(f"FRAUDSCORE_SERVER={settings.server!r}: use granian or uvicorn")
+    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian.server import Server  # noqa: PLC0415
+
+    Server(
+        APP_FACTORY,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        factory=True,
+        log_access=False,
+    ).serve()
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
+    """The main job: make sure data and a model exist, show how to call, then serve."""
+    path = dataset_path(settings)
+    if not (settings.artifact_dir / "manifest.json").is_file():
+        cmd_train(settings, args)
+    base = f"http://{settings.host}:{settings.port}"
+    log(f"dataset: {path} (user ids are row numbers)")
+    log("try, once the server is up:")
+    for user_id in (0, 1, 42):
+        log(f"  curl -s -X POST {base}/predict/sync/{user_id}")
+    log(f"  curl -s -X POST {base}/predict/async/42")
+    log(f"  curl -s {base}/readyz        # and the API docs: {base}/schema/swagger")
+    cmd_serve(settings, args)
+
+
 COMMANDS = {
     "data": cmd_data,
     "train": cmd_train,
     "migrate": cmd_migrate,
     "rollback": cmd_rollback,
     "load-features": cmd_load_features,
+    "serve": cmd_serve,
+    "run": cmd_run,
 }
 
 
@@ -137,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, fn in COMMANDS.items():
         sub.add_parser(name, help=(fn.__doc__ or "").strip())
     sub.choices["train"].add_argument("--force", action="store_true", help="retrain anyway")
+    sub.choices["run"].add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     sub.choices["rollback"].add_argument("--count", type=int, default=1, help="how many")
     sub.choices["load-features"].add_argument("--drop-invalid", action="store_true")
     return parser

@@ -11,6 +11,7 @@ sorted id arrays. Readers never lock; writers swap the segment list under a lock
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -165,20 +166,26 @@ class MemoryFeatureStore:
 
 
 class MemoryPredictionSink:
-    """A thread-safe in-memory :class:`~fraudscore.PredictionSink` that keeps every record."""
+    """A thread-safe in-memory :class:`~fraudscore.PredictionSink`.
 
-    def __init__(self) -> None:
-        self._records: list[Prediction] = []
+    Keeps every record, or with ``capacity`` the newest ``capacity`` ones (a server without a
+    database must not grow without bound); ``total`` counts every record ever made.
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self._records: deque[Prediction] = deque(maxlen=capacity)
         self._lock = threading.Lock()
+        self.total = 0
 
     def record(self, prediction: Prediction) -> None:
         """Keep ``prediction``."""
         with self._lock:
             self._records.append(prediction)
+            self.total += 1
 
     @property
     def records(self) -> tuple[Prediction, ...]:
-        """Every prediction recorded so far, oldest first."""
+        """The predictions kept, oldest first."""
         with self._lock:
             return tuple(self._records)
 

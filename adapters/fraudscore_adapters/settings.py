@@ -59,6 +59,17 @@ class Settings:
     pool_timeout_s: float = 3.0
     statement_timeout_ms: int = 3_000
     load_batch_rows: int = 50_000
+    host: str = "127.0.0.1"
+    port: int = 8000
+    server: str = "granian"
+    """``granian`` (default, Rust HTTP) or ``uvicorn``."""
+    workers: int = 1
+    max_batch: int = 128
+    """Most applications scored in one model call on the async route."""
+    retry_after_s: int = 1
+    """The ``Retry-After`` of a 503 (store or model unavailable)."""
+    memory_predictions: int = 100_000
+    """Without DATABASE_URL: how many of the newest predictions the memory sink keeps."""
 
     @property
     def raw_dir(self) -> Path:

@@ -1,0 +1,143 @@
+"""The composition root: settings in, wired adapters out.
+
+The one place that decides which adapter serves which port. ``DATABASE_URL`` unset means the
+embedded default (the in-memory store seeded from the local dataset, predictions kept in
+memory); set means PostgreSQL for both. Nothing here runs at import: :func:`runtime` opens and
+closes everything inside the app's lifespan, and :func:`app_from_env` is the server's factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from litestar import Litestar
+
+from fraudscore import AsyncScoringService, FraudscoreError, ScoringService
+from fraudscore.ports import (
+    AsyncFeatureRepository,
+    AsyncPredictionSink,
+    FeatureRepository,
+    PredictionSink,
+)
+from fraudscore_adapters import memory, postgres
+from fraudscore_adapters.baf import load_features
+from fraudscore_adapters.batching import BatchingScorer
+from fraudscore_adapters.dataset import dataset_path
+from fraudscore_adapters.http import Runtime, create_app
+from fraudscore_adapters.settings import Settings
+from fraudscore_adapters.xgb import XGBScorer
+
+__all__ = ["app_from_env", "build_app", "runtime"]
+
+log = logging.getLogger("fraudscore")
+
+Checks = Callable[[], Awaitable[dict[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stores:
+    features: FeatureRepository
+    sink: PredictionSink
+    async_features: AsyncFeatureRepository
+    async_sink: AsyncPredictionSink
+    checks: Checks
+
+
+def _memory_stores(settings: Settings) -> _Stores:
+    path = dataset_path(settings, create=False)
+    frame, _ = load_features(path)
+    store = memory.MemoryFeatureStore()
+    store.load_frame(frame)
+    sink = memory.MemoryPredictionSink(capacity=settings.memory_predictions)
+    log.warning(
+        "DATABASE_URL is not set: serving %s applications of %s from memory; predictions are"
+        " kept in memory only (the newest %s)",
+        f"{frame.height:,}",
+        path,
+        f"{settings.memory_predictions:,}",
+    )
+
+    async def checks() -> dict[str, str]:
+        return {"model": "ok", "store": "ok"}
+
+    return _Stores(
+        store,
+        sink,
+        memory.AsyncMemoryFeatureStore(store),
+        memory.AsyncMemoryPredictionSink(sink),
+        checks,
+    )
+
+
+async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) -> _Stores:
+    pool = postgres.open_pool(
+        url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        timeout_s=settings.pool_timeout_s,
+        statement_timeout_ms=settings.statement_timeout_ms,
+    )
+    stack.callback(pool.close)
+    apool = await postgres.open_async_pool(
+        url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        timeout_s=settings.pool_timeout_s,
+        statement_timeout_ms=settings.statement_timeout_ms,
+    )
+    stack.push_async_callback(apool.close)
+
+    async def checks() -> dict[str, str]:
+        try:
+            with postgres.store_errors("readiness probe"):
+                async with apool.connection() as conn:
+                    await conn.execute("SELECT 1 FROM feature_store LIMIT 1")
+        except FraudscoreError as exc:
+            return {"model": "ok", "store": str(exc)}
+        return {"model": "ok", "store": "ok"}
+
+    in_flight = max(1, settings.pool_max_size // 2)  # reads and writes share the async pool
+    return _Stores(
+        postgres.PostgresFeatureStore(pool),
+        postgres.PostgresPredictionSink(pool),
+        postgres.AsyncPostgresFeatureStore(apool, concurrency=in_flight),
+        postgres.AsyncPostgresPredictionSink(apool, concurrency=in_flight),
+        checks,
+    )
+
+
+@asynccontextmanager
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Load the model, open the stores, yield the wired services; close all on exit."""
+    async with AsyncExitStack() as stack:
+        scorer = await asyncio.to_thread(XGBScorer.load, settings.artifact_dir)
+        batching = BatchingScorer(scorer, max_batch=settings.max_batch)
+        stack.callback(batching.close)
+        if settings.database_url:
+            stores = await _postgres_stores(settings, settings.database_url, stack)
+        else:
+            stores = await asyncio.to_thread(_memory_stores, settings)
+        yield Runtime(
+            service=ScoringService(features=stores.features, sink=stores.sink, scorer=scorer),
+            async_service=AsyncScoringService(
+                features=stores.async_features, sink=stores.async_sink, scorer=batching
+            ),
+            checks=stores.checks,
+            info={"model_version": scorer.model_version},
+        )
+
+
+def build_app(settings: Settings) -> Litestar:
+    """The HTTP app for ``settings``."""
+    return create_app(lambda: runtime(settings), retry_after_s=settings.retry_after_s)
+
+
+def app_from_env() -> Litestar:
+    """The server's factory: settings from the environment and ``.env``, read once here."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return build_app(Settings.from_env(os.environ))

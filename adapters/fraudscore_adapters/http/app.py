@@ -1,0 +1,143 @@
+"""The Litestar application: a thin adapter from HTTP to the scoring use case.
+
+Built by :func:`create_app` from a runtime factory (the composition root's): the lifespan
+enters it (open pools, load the model) and leaves it (close them), in that order. Routes:
+
+- ``GET /healthcheck``: liveness, ``ok`` while the process answers;
+- ``GET /readyz``: readiness, 200 when the model is loaded and the store answers, else 503
+  naming the part that failed;
+- ``POST /predict/sync/{user_id}`` and ``POST /predict/async/{user_id}``: score the user's
+  newest stored application and record the prediction before answering. POST, because each
+  call creates a prediction record (not safe, not idempotent). Same body from both routes;
+  sync runs the blocking ports in worker threads, async runs async ports on the event loop.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+
+from fraudscore import AsyncScoringService, ScoringService
+from fraudscore_adapters.http.problems import PROBLEM_MEDIA_TYPE, exception_handlers
+from fraudscore_adapters.http.schemas import PredictionOut, Problem, Readiness
+
+__all__ = ["Runtime", "RuntimeFactory", "create_app"]
+
+MAX_BODY_BYTES = 1024
+"""The predict routes take no body: anything over 1 KiB is refused with 413."""
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What the routes need, built and owned by the composition root."""
+
+    service: ScoringService
+    async_service: AsyncScoringService
+    checks: Callable[[], Awaitable[dict[str, str]]]
+    """Readiness probes: part -> ``ok`` or what failed."""
+    info: dict[str, str] = field(default_factory=dict)
+
+
+RuntimeFactory = Callable[[], AbstractAsyncContextManager[Runtime]]
+
+
+def _problem(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_MEDIA_TYPE,
+        generate_examples=False,
+    )
+
+
+PREDICT_RESPONSES = {
+    400: _problem("The user id breaks the id rule (1-19 decimal digits, at most 2**63-1)."),
+    404: _problem("No features are stored for this user."),
+    422: _problem("The stored features fail validation; `problems` names each field."),
+    503: _problem("The feature store or the model is unavailable; see Retry-After."),
+}
+
+
+def _refuse_bodies(request: Request[Any, Any, Any]) -> None:
+    """No route reads a body, so an oversized one is refused up front (413), not ignored."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        raise HTTPException(
+            status_code=413, detail=f"request bodies over {MAX_BODY_BYTES} bytes are refused"
+        )
+
+
+class _Holder:
+    runtime: Runtime
+
+
+def create_app(runtime: RuntimeFactory, *, retry_after_s: int = 1, debug: bool = False) -> Litestar:
+    """The HTTP application; ``runtime`` is entered in the lifespan and left on shutdown."""
+    holder = _Holder()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with runtime() as rt:
+            holder.runtime = rt
+            gc.collect()
+            gc.freeze()  # the loaded model and data are long-lived: keep them out of GC passes
+            yield
+
+    @get("/healthcheck", media_type=MediaType.TEXT, tags=["health"], sync_to_thread=False)
+    def healthcheck() -> str:
+        """Liveness: the process answers."""
+        return "ok"
+
+    @get(
+        "/readyz",
+        tags=["health"],
+        responses={503: ResponseSpec(Readiness, description="Not ready")},
+    )
+    async def readyz() -> Response[Readiness]:
+        """Readiness: the model is loaded and the feature store answers."""
+        checks = await holder.runtime.checks()
+        ready = all(v == "ok" for v in checks.values())
+        body = Readiness("ready" if ready else "not ready", checks)
+        return Response(body, status_code=200 if ready else 503)
+
+    @post(
+        "/predict/sync/{user_id:str}",
+        status_code=200,
+        sync_to_thread=True,
+        tags=["predict"],
+        responses=PREDICT_RESPONSES,
+    )
+    def predict_sync(user_id: str) -> PredictionOut:
+        """Score the user's newest application with blocking I/O in a worker thread."""
+        return PredictionOut.of(holder.runtime.service.predict(user_id, route="sync"))
+
+    @post(
+        "/predict/async/{user_id:str}",
+        status_code=200,
+        tags=["predict"],
+        responses=PREDICT_RESPONSES,
+    )
+    async def predict_async(user_id: str) -> PredictionOut:
+        """Score the user's newest application on the event loop (batched with its peers)."""
+        prediction = await holder.runtime.async_service.predict(user_id, route="async")
+        return PredictionOut.of(prediction)
+
+    app = Litestar(
+        route_handlers=[healthcheck, readyz, predict_sync, predict_async],
+        before_request=_refuse_bodies,
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers,
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(title="fraudscore", version="0.1.0"),
+        debug=debug,
+    )
+    app.state.retry_after_s = retry_after_s
+    return app

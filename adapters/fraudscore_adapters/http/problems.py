@@ -1,0 +1,124 @@
+"""One table from errors to HTTP problems: the only place that knows status codes.
+
+Domain errors carry no HTTP status; this edge maps them. Unexpected exceptions become a plain
+500 problem (the traceback goes to the log, never to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from fraudscore import (
+    FraudscoreError,
+    InvalidFeatures,
+    InvalidUserId,
+    ModelUnavailable,
+    StoreUnavailable,
+    UnknownUser,
+)
+from fraudscore_adapters.http.schemas import FieldProblemOut, Problem
+
+__all__ = ["PROBLEM_MEDIA_TYPE", "STATUS", "exception_handlers", "problem_response"]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("fraudscore.http")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    status: int
+    slug: str
+    title: str
+
+
+STATUS: dict[type[FraudscoreError], _Kind] = {
+    InvalidUserId: _Kind(400, "invalid-user-id", "Invalid user id"),
+    UnknownUser: _Kind(404, "unknown-user", "Unknown user"),
+    InvalidFeatures: _Kind(422, "invalid-stored-features", "Stored features are invalid"),
+    StoreUnavailable: _Kind(503, "store-unavailable", "Feature store unavailable"),
+    ModelUnavailable: _Kind(503, "model-unavailable", "Model unavailable"),
+}
+_INTERNAL = _Kind(500, "internal-error", "Internal server error")
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
+    """A problem-details response."""
+    return Response(
+        msgspec.json.encode(problem),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _kind_of(exc: FraudscoreError) -> _Kind:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return _INTERNAL
+
+
+def _domain(request: Request[Any, Any, Any], exc: FraudscoreError) -> Response[bytes]:
+    kind = _kind_of(exc)
+    problem = Problem(
+        type=f"/problems/{kind.slug}",
+        title=kind.title,
+        status=kind.status,
+        detail=str(exc),
+        instance=request.url.path,
+        rule=exc.rule if isinstance(exc, InvalidUserId) else None,
+        problems=(
+            [FieldProblemOut(p.field, p.problem) for p in exc.problems]
+            if isinstance(exc, InvalidFeatures)
+            else None
+        ),
+    )
+    if kind.status >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+    retry = request.app.state.get("retry_after_s", 1)
+    return problem_response(problem, {"Retry-After": str(retry)} if kind.status == 503 else None)
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    problem = Problem(
+        type="about:blank",
+        title=_reason(exc.status_code),
+        status=exc.status_code,
+        detail=exc.detail,
+        instance=request.url.path,
+    )
+    return problem_response(problem, exc.headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = Problem(
+        type=f"/problems/{_INTERNAL.slug}",
+        title=_INTERNAL.title,
+        status=500,
+        detail="the server failed to answer; the error is logged",
+        instance=request.url.path,
+    )
+    return problem_response(problem)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+exception_handlers: dict[int | type[Exception], Any] = {
+    FraudscoreError: _domain,
+    HTTPException: _http,
+    Exception: _unexpected,
+}
+"""Litestar exception handlers: domain errors, framework HTTP errors, anything else."""
