@@ -1,0 +1,54 @@
+"""Train the XGBoost fraud model on a BAF file and write its artifacts.
+
+    python -m fraudscore_adapters.xgb --data PATH --out DIR [--split random|temporal]
+        [--seed 42] [--drop-invalid] [--max-rounds 1000]
+
+Progress goes to stderr; the run ends with a summary table, wall time and peak RSS.
+Exit status: 0 on success, 2 when the data cannot train a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fraudscore_adapters.baf import DatasetError
+from fraudscore_adapters.xgb.training import TrainConfig, stderr_log, summary, train_file
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fraudscore_adapters.xgb", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--data", type=Path, required=True, help="BAF .csv or .parquet file")
+    parser.add_argument("--out", type=Path, required=True, help="artifact directory")
+    parser.add_argument("--split", choices=("random", "temporal"), default="random")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--drop-invalid", action="store_true", help="drop rows failing checks")
+    parser.add_argument("--max-rounds", type=int, default=1000, help="boosting rounds at most")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = _parser().parse_args(argv)
+    config = TrainConfig(seed=args.seed, split=args.split, max_rounds=args.max_rounds)
+    started = time.perf_counter()
+    try:
+        result = train_file(args.data, args.out, config, drop_invalid=args.drop_invalid)
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        stderr_log(f"error: {exc}")
+        return 2
+    wall = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    stderr_log(summary(result))
+    stderr_log(f"wall time {wall:.1f}s  peak RSS {peak_mib:,.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
