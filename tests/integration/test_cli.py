@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from fraudscore_adapters import cli, postgres
-from tests.integration.conftest import MIGRATIONS
+from tests.conftest import MIGRATIONS
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from fraudscore_adapters.migrate import (
     rollback_migrations,
     yoyo_url,
 )
-from tests.integration.conftest import MIGRATIONS
+from tests.conftest import MIGRATIONS
 from tests.support import RAW_APPLICATION, application, raw
 
 pytestmark = pytest.mark.integration

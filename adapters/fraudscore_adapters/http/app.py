@@ -24,6 +24,7 @@ from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 
 from fraudscore import AsyncScoringService, ScoringService
 from fraudscore_adapters.http.problems import PROBLEM_MEDIA_TYPE, exception_handlers
@@ -115,7 +116,7 @@ def create_app(runtime: RuntimeFactory, *, retry_after_s: int = 1, debug: bool =
         tags=["predict"],
         responses=PREDICT_RESPONSES,
     )
-    def predict_sync(user_id: str) -> PredictionOut:
+    def predict_sync(user_id: FromPath[str]) -> PredictionOut:
         """Score the user's newest application with blocking I/O in a worker thread."""
         return PredictionOut.of(holder.runtime.service.predict(user_id, route="sync"))
 
@@ -125,7 +126,7 @@ def create_app(runtime: RuntimeFactory, *, retry_after_s: int = 1, debug: bool =
         tags=["predict"],
         responses=PREDICT_RESPONSES,
     )
-    async def predict_async(user_id: str) -> PredictionOut:
+    async def predict_async(user_id: FromPath[str]) -> PredictionOut:
         """Score the user's newest application on the event loop (batched with its peers)."""
         prediction = await holder.runtime.async_service.predict(user_id, route="async")
         return PredictionOut.of(prediction)

@@ -1,0 +1,231 @@
+"""The HTTP adapter on in-memory adapters: routes, problem details, OpenAPI, the real model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from fraudscore import (
+    Application,
+    AsyncScoringService,
+    InvalidFeatures,
+    ModelUnavailable,
+    ScoringService,
+    StoreUnavailable,
+)
+from fraudscore.ports import FeatureRepository, PredictionSink
+from fraudscore_adapters.batching import BatchingScorer
+from fraudscore_adapters.bootstrap import build_app
+from fraudscore_adapters.http import Runtime, create_app
+from fraudscore_adapters.memory import (
+    AsyncMemoryFeatureStore,
+    AsyncMemoryPredictionSink,
+    MemoryFeatureStore,
+    MemoryPredictionSink,
+)
+from fraudscore_adapters.settings import Settings
+from tests.support import DownSink, RuleScorer, application, raw
+
+pytestmark = pytest.mark.unit
+
+Client = TestClient[Litestar]
+
+
+class World:
+    """The in-memory adapters behind a test app, for the tests to look at."""
+
+    def __init__(self) -> None:
+        self.store = MemoryFeatureStore()
+        self.sink = MemoryPredictionSink()
+        self.store.add(1, application(housing_status="BA"))
+        self.store.add(2, application(housing_status="BB"))
+        self.features: FeatureRepository = self.store
+        self.sink_port: PredictionSink = self.sink
+        self.ready = {"model": "ok", "store": "ok"}
+
+    @asynccontextmanager
+    async def runtime(self) -> AsyncIterator[Runtime]:
+        scorer = BatchingScorer(RuleScorer())
+
+        async def checks() -> dict[str, str]:
+            return self.ready
+
+        try:
+            yield Runtime(
+                service=ScoringService(
+                    features=self.features, sink=self.sink_port, scorer=RuleScorer()
+                ),
+                async_service=AsyncScoringService(
+                    features=AsyncMemoryFeatureStore(self.store),
+                    sink=AsyncMemoryPredictionSink(self.sink),
+                    scorer=scorer,
+                ),
+                checks=checks,
+            )
+        finally:
+            scorer.close()
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def client(world: World) -> Iterator[Client]:
+    with TestClient(create_app(world.runtime, retry_after_s=7)) as client:
+        yield client
+
+
+@pytest.mark.parametrize("route", ["sync", "async"])
+def test_predict_answers_and_records(client: Client, world: World, route: str) -> None:
+    response = client.post(f"/predict/{route}/1")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user_id"] == 1
+    assert body["probability"] == 0.9
+    assert body["is_fraud"] is True
+    assert body["threshold"] == 0.5
+    assert body["model_version"] == "rule-1"
+    recorded = world.sink.records
+    assert len(recorded) == 1
+    assert str(recorded[0].prediction_id) == body["prediction_id"]
+    assert recorded[0].route == route
+
+
+def test_both_routes_return_the_same_body_but_id_and_time(client: Client) -> None:
+    sync = client.post("/predict/sync/2").json()
+    async_ = client.post("/predict/async/2").json()
+    for body in (sync, async_):
+        del body["prediction_id"], body["created_at"]
+    assert sync == async_
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "kind"),
+    [
+        ("/predict/sync/abc", 400, "invalid-user-id"),
+        ("/predict/async/-1", 400, "invalid-user-id"),
+        ("/predict/sync/99999999999999999999", 400, "invalid-user-id"),
+        ("/predict/sync/3", 404, "unknown-user"),
+        ("/predict/async/3", 404, "unknown-user"),
+    ],
+)
+def test_client_errors_are_problem_details(
+    client: Client,
+    world: World,
+    path: str,
+    status: int,
+    kind: str,
+) -> None:
+    response = client.post(path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == f"/problems/{kind}"
+    assert body["status"] == status
+    assert body["instance"] == path
+    if kind == "invalid-user-id":
+        assert "decimal digits" in body["rule"] or "between" in body["rule"]
+    assert world.sink.records == ()
+
+
+def test_stored_features_that_fail_validation_name_the_field(world: World) -> None:
+    class Corrupt:
+        def latest(self, user_id: int) -> Application:
+            try:
+                return Application.parse(raw(customer_age=500))
+            except InvalidFeatures as exc:
+                raise exc.for_user(user_id) from None
+
+    world.features = Corrupt()
+    with TestClient(create_app(world.runtime)) as client:
+        response = client.post("/predict/sync/1")
+    assert response.status_code == 422
+    body = response.json()
+    assert body["problems"] == [
+        {"field": "customer_age", "problem": "500 is out of range [10, 90]"}
+    ]
+
+
+def test_an_unavailable_store_is_503_with_retry_after(world: World) -> None:
+    world.sink_port = DownSink()
+    with TestClient(create_app(world.runtime, retry_after_s=7)) as client:
+        response = client.post("/predict/sync/1")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["type"] == "/problems/store-unavailable"
+    assert "connection refused" in response.json()["detail"]
+
+
+def test_unexpected_errors_are_a_plain_500_without_a_traceback(world: World) -> None:
+    class Exploding:
+        def latest(self, user_id: int) -> Application:
+            raise KeyError("secret internals")
+
+    world.features = Exploding()
+    with TestClient(create_app(world.runtime)) as client:
+        response = client.post("/predict/sync/1")
+    assert response.status_code == 500
+    assert "secret internals" not in response.text
+    assert "Traceback" not in response.text
+    assert response.json()["type"] == "/problems/internal-error"
+
+
+def test_framework_errors_are_problems_too(client: Client) -> None:
+    assert client.get("/predict/sync/1").status_code == 405
+    missing = client.post("/nowhere")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    big = client.post("/predict/sync/1", content=b"x" * 5_000)
+    assert big.status_code == 413
+    assert big.json()["status"] == 413
+
+
+def test_health_and_readiness(client: Client, world: World) -> None:
+    assert client.get("/healthcheck").text == "ok"
+    assert client.get("/readyz").json() == {
+        "status": "ready",
+        "checks": {"model": "ok", "store": "ok"},
+    }
+    world.ready = {"model": "ok", "store": str(StoreUnavailable("timeout"))}
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["store"] == "store unavailable: timeout"
+
+
+def test_openapi_documents_what_the_routes_do(client: Client) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    for route in ("sync", "async"):
+        operation = schema["paths"][f"/predict/{route}/{{user_id}}"]["post"]
+        assert set(operation["responses"]) >= {"200", "400", "404", "422", "503"}
+        assert "application/problem+json" in operation["responses"]["404"]["content"]
+    assert "get" not in schema["paths"]["/predict/sync/{user_id}"]
+    assert "PredictionOut" in schema["components"]["schemas"]
+
+
+def test_the_composition_root_serves_the_real_model(
+    tiny_model: tuple[Path, Path],
+) -> None:
+    data, artifacts = tiny_model
+    settings = Settings(data_file=data, artifact_dir=artifacts, memory_predictions=10)
+    with TestClient(build_app(settings)) as client:
+        sync = client.post("/predict/sync/5").json()
+        async_ = client.post("/predict/async/5").json()
+        assert client.get("/readyz").status_code == 200
+    assert sync["model_version"].startswith("xgb-")
+    assert sync["probability"] == async_["probability"]
+    assert 0 < sync["probability"] < 1
+    assert sync["is_fraud"] == (sync["probability"] >= sync["threshold"])
+
+
+def test_a_missing_model_refuses_to_start(tmp_path: Path, tiny_model: tuple[Path, Path]) -> None:
+    settings = Settings(data_file=tiny_model[0], artifact_dir=tmp_path / "none")
+    with pytest.raises(BaseExceptionGroup) as caught, TestClient(build_app(settings)):
+        pass
+    assert caught.group_contains(ModelUnavailable, match="no manifest.json", depth=None)
