@@ -123,9 +123,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         else:
             stores = await asyncio.to_thread(_memory_stores, settings)
         yield Runtime(
-            service=ScoringService(features=stores.features, sink=stores.sink, scorer=scorer),
+            service=ScoringService(features=stores.features, sink=stores.sink, scorer=batching),
             async_service=AsyncScoringService(
-                features=stores.async_features, sink=stores.async_sink, scorer=batching
+                features=stores.async_features,
+                sink=stores.async_sink,
+                scorer=batching.async_face(),
             ),
             checks=stores.checks,
             info={"model_version": scorer.model_version},

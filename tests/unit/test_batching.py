@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fraudscore_adapters.batching import MicroBatcher
+from fraudscore import Application, ModelUnavailable, Scores
+from fraudscore_adapters.batching import BatchingScorer, MicroBatcher
+from tests.support import RuleScorer, application
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +119,71 @@ def test_a_cancelled_caller_does_not_break_the_batch() -> None:
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         MicroBatcher(Recorder().double, max_batch=0)
+
+
+class SlowCountingScorer:
+    """Scores by housing status; slow enough that concurrent callers pile up."""
+
+    def __init__(self) -> None:
+        self.inner = RuleScorer()
+        self.lock = threading.Lock()
+
+    def score(self, applications: Sequence[Application]) -> Scores:
+        time.sleep(0.005)
+        with self.lock:
+            return self.inner.score(applications)
+
+
+def test_threads_share_model_calls_and_keep_their_own_answers() -> None:
+    slow = SlowCountingScorer()
+    batching = BatchingScorer(slow, max_batch=32)
+    apps = [application(housing_status="BA" if i % 2 else "BB") for i in range(200)]
+    try:
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            results = list(pool.map(lambda a: batching.score([a]), apps))
+    finally:
+        batching.close()
+    assert [r.probabilities[0] for r in results] == [0.9 if i % 2 else 0.1 for i in range(200)]
+    assert sum(slow.inner.batches) == 200
+    assert max(slow.inner.batches) > 1  # calls were shared
+    assert max(slow.inner.batches) <= 32
+    assert len(slow.inner.batches) < 200
+
+
+def test_sync_and_async_callers_share_one_queue() -> None:
+    slow = SlowCountingScorer()
+    batching = BatchingScorer(slow)
+
+    async def main() -> list[Scores]:
+        face = batching.async_face()
+        return await asyncio.gather(*(face.score([application()]) for _ in range(50)))
+
+    try:
+        got = asyncio.run(main())
+        many = batching.score([application(housing_status="BA"), application()])
+    finally:
+        batching.close()
+    assert all(s.probabilities == [0.1] for s in got)
+    assert many.probabilities == [0.9, 0.1]
+    assert many.model_version == "rule-1"
+    assert len(slow.inner.batches) < 50
+
+
+def test_a_failing_model_fails_every_waiting_caller_and_recovers() -> None:
+    class Flaky:
+        calls = 0
+
+        def score(self, applications: Sequence[Application]) -> Scores:
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise ModelUnavailable("boom")
+            return RuleScorer().score(applications)
+
+    batching = BatchingScorer(Flaky())
+    try:
+        with pytest.raises(ModelUnavailable, match="boom"):
+            batching.score([application()])
+        assert batching.score([application()]).probabilities == [0.1]
+        assert batching.score([]).probabilities == []
+    finally:
+        batching.close()

@@ -63,7 +63,7 @@ class World:
                 async_service=AsyncScoringService(
                     features=AsyncMemoryFeatureStore(self.store),
                     sink=AsyncMemoryPredictionSink(self.sink),
-                    scorer=scorer,
+                    scorer=scorer.async_face(),
                 ),
                 checks=checks,
             )
