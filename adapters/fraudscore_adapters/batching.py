@@ -18,7 +18,13 @@ from typing import Generic, TypeVar
 from fraudscore import Application, ModelUnavailable, Scores
 from fraudscore.ports import Scorer
 
-__all__ = ["AsyncBatchingScorer", "BatchFunction", "BatchingScorer", "MicroBatcher"]
+__all__ = [
+    "AsyncBatchingScorer",
+    "BatchFunction",
+    "BatchingScorer",
+    "MicroBatcher",
+    "ThreadBatcher",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,46 +91,51 @@ class MicroBatcher(Generic[T, R]):
                 future.set_result(result)
 
 
-class BatchingScorer:
-    """A :class:`~fraudscore.Scorer` shared by many threads: waiting requests share a model call.
+class ThreadBatcher(Generic[T, R]):
+    """The blocking twin of :class:`MicroBatcher`, for callers in worker threads.
 
-    One scoring thread takes every application waiting in the queue (up to ``max_batch``) and
-    scores them in one call. On this machine a one-row XGBoost call costs ~0.6 ms, nearly all
-    fixed per-call overhead, and each further row ~20 µs, so under load the model stops being
-    the bottleneck; a lone request is scored at once, at the cost of one thread hop.
-    :meth:`async_face` gives the event loop the same queue, so both routes batch together.
+    ``concurrency`` daemon threads each take every item waiting (up to ``max_batch``), run
+    ``function`` on them and resolve each caller's future. A lone call runs at once, at the
+    cost of one thread hop; under load, calls share batches (one query, one model call, one
+    commit for many requests).
     """
 
-    def __init__(self, scorer: Scorer, *, max_batch: int = 128) -> None:
-        self._scorer = scorer
+    def __init__(
+        self,
+        function: Callable[[Sequence[T]], Sequence[R | BaseException]],
+        *,
+        max_batch: int = 64,
+        concurrency: int = 1,
+        name: str = "batcher",
+    ) -> None:
+        if max_batch < 1 or concurrency < 1:
+            raise ValueError("max_batch and concurrency must be at least 1")
+        self._function = function
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="scorer", daemon=True)
-        self._thread.start()
+        self._queue: queue.SimpleQueue[tuple[T, Future[R]] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, application: Application) -> Future[Scores]:
-        """Queue one application; the future resolves to its batch-of-one Scores."""
-        future: Future[Scores] = Future()
-        self._queue.put((application, future))
+    def submit(self, item: T) -> Future[R]:
+        """Queue ``item``; the future resolves to its result or its exception."""
+        future: Future[R] = Future()
+        self._queue.put((item, future))
         return future
 
-    def score(self, applications: Sequence[Application]) -> Scores:
-        """One probability per application, in order (blocking; scored with waiting peers)."""
-        return _merge([f.result() for f in [self.submit(a) for a in applications]], self._scorer)
-
-    @property
-    def inner(self) -> Scorer:
-        """The scorer doing the work."""
-        return self._scorer
-
-    def async_face(self) -> AsyncBatchingScorer:
-        """The same queue for callers on an event loop."""
-        return AsyncBatchingScorer(self)
+    def call(self, item: T) -> R:
+        """The result for ``item``, blocking until its batch has run."""
+        return self.submit(item).result()
 
     def close(self) -> None:
-        """Stop the scoring thread once the queued work is done."""
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        """Stop the threads once the queued work is done."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:
@@ -138,20 +149,72 @@ class BatchingScorer:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(job)
-            self._score(batch)
+            _resolve(batch, self._function)
 
-    def _score(self, batch: list[_Job]) -> None:
-        try:
-            scores = self._scorer.score([application for application, _ in batch])
-            if len(scores.probabilities) != len(batch):
-                got = len(scores.probabilities)
-                raise ModelUnavailable(f"scorer returned {got} scores for {len(batch)}")
-        except Exception as exc:  # every caller of the batch gets the batch's fault
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        for (_, future), p in zip(batch, scores.probabilities, strict=True):
-            future.set_result(Scores((p,), scores.threshold, scores.model_version))
+
+def _resolve(
+    batch: Sequence[tuple[T, Future[R]]],
+    function: Callable[[Sequence[T]], Sequence[R | BaseException]],
+) -> None:
+    try:
+        results = function([item for item, _ in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"batch of {len(batch)} got {len(results)} results")
+    except Exception as exc:  # every caller of the batch gets the batch's fault
+        for _, future in batch:
+            future.set_exception(exc)
+        return
+    for (_, future), result in zip(batch, results, strict=True):
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+class BatchingScorer:
+    """A :class:`~fraudscore.Scorer` shared by many threads: waiting requests share a model call.
+
+    One scoring thread takes every application waiting in the queue (up to ``max_batch``) and
+    scores them in one call. On this machine a one-row XGBoost call costs ~0.6 ms, nearly all
+    fixed per-call overhead (xgboost re-reads the cgroup CPU quota on every predict), and each
+    further row ~20 µs, so under load the model stops being the bottleneck; a lone request is
+    scored at once. :meth:`async_face` gives the event loop the same queue, so both routes
+    batch together.
+    """
+
+    def __init__(self, scorer: Scorer, *, max_batch: int = 128) -> None:
+        self._scorer = scorer
+        self._batcher: ThreadBatcher[Application, Scores] = ThreadBatcher(
+            self._score_many, max_batch=max_batch, name="scorer"
+        )
+
+    @property
+    def inner(self) -> Scorer:
+        """The scorer doing the work."""
+        return self._scorer
+
+    def submit(self, application: Application) -> Future[Scores]:
+        """Queue one application; the future resolves to its batch-of-one Scores."""
+        return self._batcher.submit(application)
+
+    def score(self, applications: Sequence[Application]) -> Scores:
+        """One probability per application, in order (blocking; scored with waiting peers)."""
+        return _merge([f.result() for f in [self.submit(a) for a in applications]], self._scorer)
+
+    def async_face(self) -> AsyncBatchingScorer:
+        """The same queue for callers on an event loop."""
+        return AsyncBatchingScorer(self)
+
+    def close(self) -> None:
+        """Stop the scoring thread once the queued work is done."""
+        self._batcher.close()
+
+    def _score_many(self, batch: Sequence[Application]) -> list[Scores | BaseException]:
+        scores = self._scorer.score(batch)
+        if len(scores.probabilities) != len(batch):
+            got = len(scores.probabilities)
+            raise ModelUnavailable(f"scorer returned {got} scores for {len(batch)}")
+        return [Scores((p,), scores.threshold, scores.model_version) for p in scores.probabilities]
 
 
 class AsyncBatchingScorer:
@@ -164,9 +227,6 @@ class AsyncBatchingScorer:
         """One probability per application, in order (scored with waiting peers)."""
         futures = [asyncio.wrap_future(self._batching.submit(a)) for a in applications]
         return _merge(await asyncio.gather(*futures), self._batching.inner)
-
-
-_Job = tuple[Application, "Future[Scores]"]
 
 
 def _merge(parts: Sequence[Scores], scorer: Scorer) -> Scores:

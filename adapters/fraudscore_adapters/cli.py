@@ -37,16 +37,18 @@ def cmd_data(settings: Settings, _: argparse.Namespace) -> None:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
-    """Train the model unless artifacts exist (or --force)."""
-    from fraudscore_adapters.xgb.training import TrainConfig, summary, train_file  # noqa: PLC0415
+    """Train the model unless artifacts exist (or --force); print wall time and peak RSS."""
+    from fraudscore_adapters.xgb.__main__ import main as train  # noqa: PLC0415
 
     manifest = settings.artifact_dir / "manifest.json"
     if manifest.is_file() and not args.force:
         log(f"model artifacts already in {settings.artifact_dir} (make train FORCE=1 to retrain)")
         return
-    config = TrainConfig(seed=settings.seed, split=settings.split)  # type: ignore[arg-type]
-    result = train_file(dataset_path(settings), settings.artifact_dir, config)
-    log(summary(result))
+    data = dataset_path(settings)
+    argv = ["--data", str(data), "--out", str(settings.artifact_dir)]
+    argv += ["--seed", str(settings.seed), "--split", settings.split]
+    if train(argv) != 0:
+        raise DatasetError([], f"training on {data} failed (see above)")
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> None:

@@ -14,8 +14,10 @@ enters it (open pools, load the model) and leaves it (close them), in that order
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -89,17 +91,32 @@ class _Holder:
     runtime: Runtime
 
 
-def create_app(runtime: RuntimeFactory, *, retry_after_s: int = 1, debug: bool = False) -> Litestar:
-    """The HTTP application; ``runtime`` is entered in the lifespan and left on shutdown."""
+def create_app(
+    runtime: RuntimeFactory,
+    *,
+    retry_after_s: int = 1,
+    sync_threads: int = 64,
+    debug: bool = False,
+) -> Litestar:
+    """The HTTP application; ``runtime`` is entered in the lifespan and left on shutdown.
+
+    ``sync_threads`` worker threads serve the sync route (asyncio's default is cpu + 4: far
+    too few for requests that mostly wait on the database and on batched model calls).
+    """
     holder = _Holder()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with runtime() as rt:
-            holder.runtime = rt
-            gc.collect()
-            gc.freeze()  # the loaded model and data are long-lived: keep them out of GC passes
-            yield
+        threads = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="sync-route")
+        asyncio.get_running_loop().set_default_executor(threads)
+        try:
+            async with runtime() as rt:
+                holder.runtime = rt
+                gc.collect()
+                gc.freeze()  # the model and data are long-lived: keep them out of GC passes
+                yield
+        finally:
+            threads.shutdown(wait=False, cancel_futures=True)
 
     @get("/healthcheck", media_type=MediaType.TEXT, tags=["health"], sync_to_thread=False)
     def healthcheck() -> str:

@@ -1,0 +1,275 @@
+"""HTTP load benchmark: fraudscore next to the seed stack, same data, same machine, with wrk.
+
+    uv run python bench/http_load.py [--duration 15] [--warmup 3] [--conns 16 64]
+        [--workers 1 2] [--rows 1000000] [--no-peer] [--url postgresql://postgres@127.0.0.1/test]
+
+What it does (bounded in time; every server it starts, it stops):
+1. installs wrk with apt-get if it is missing;
+2. makes sure the dataset (data/raw, else the synthetic 1M set) and the model artifacts exist;
+3. loads ``--rows`` applications into its own database ``fraudscore_bench`` (migrated, COPY);
+4. for each worker count: starts ``python -m fraudscore_adapters serve`` on that database,
+   drives ``/predict/sync`` and ``/predict/async`` at each connection count with random user
+   ids (wrk -t1, POST), and checks that every 2xx has its prediction row (rows written minus
+   2xx must lie in [0, connections]: requests still in flight when wrk stops are answered and
+   recorded after it counted);
+5. the same for the seed stack (``../shared/peers/seed-stack``, copied to /tmp, its own venv and
+   model), fed the same applications in its own database ``peer``;
+6. prints one table, and the ratio of the two stacks for each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from fraudscore import FEATURE_NAMES
+from fraudscore_adapters.baf import load_features, read_table
+from fraudscore_adapters.bulkload import copy_features
+from fraudscore_adapters.dataset import dataset_path
+from fraudscore_adapters.migrate import apply_migrations
+from fraudscore_adapters.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+LUA = ROOT / "bench" / "wrk_random_ids.lua"
+PEER_SOURCE = ROOT.parent / "shared" / "peers" / "seed-stack"
+PEER_DIR = Path("/tmp/fraudscore-peer")
+PORT = 8077
+
+
+@dataclass
+class Run:
+    stack: str
+    workers: int
+    route: str
+    conns: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    two_xx: int
+    rows: int
+
+    @property
+    def rows_ok(self) -> bool:
+        return 0 <= self.rows - self.two_xx <= self.conns
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    log("installing wrk (apt-get install -y wrk)")
+    if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False).returncode:
+        subprocess.run(["apt-get", "update"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
+
+
+def ensure_database(server: str, name: str) -> str:
+    with psycopg.connect(server, autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_db(server, name)
+
+
+def prepare_ours(server: str, data: Path, rows: int) -> str:
+    url = ensure_database(server, "fraudscore_bench")
+    apply_migrations(url, ROOT / "migrations")
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(DISTINCT user_id) FROM feature_store").fetchone()
+        if row and row[0] >= rows:
+            return url
+        frame, _ = load_features(data)
+        log(f"loading {rows:,} applications into fraudscore_bench")
+        copy_features(conn, frame.head(rows))
+    return url
+
+
+def prediction_rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM predictions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def settled_rows(url: str) -> int:
+    """The predictions count once the server has answered everything still in flight."""
+    last = prediction_rows(url)
+    for _ in range(60):
+        time.sleep(0.5)
+        now = prediction_rows(url)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def wrk(path: str, conns: int, seconds: int, n_ids: int) -> dict[str, float]:
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA),
+         f"http://127.0.0.1:{PORT}", "--", path, str(n_ids)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    parsed: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+@contextlib.contextmanager
+def running(command: list[str], cwd: Path, env: dict[str, str], label: str) -> Iterator[None]:
+    logfile = Path(f"/tmp/bench-{label}.log")
+    with logfile.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{label} exited:\n{logfile.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{PORT}/healthcheck", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"{label} not up after 180 s")
+        time.sleep(2)  # every worker up
+        yield
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+def measure(stack: str, workers: int, db_url: str, args: argparse.Namespace) -> list[Run]:
+    runs = []
+    for route in ("sync", "async"):
+        for conns in args.conns:
+            path = f"/predict/{route}/"
+            wrk(path, conns, args.warmup, args.rows)
+            before = settled_rows(db_url)
+            out = wrk(path, conns, args.duration, args.rows)
+            rows = settled_rows(db_url) - before
+            errors = int(out["non_2xx"] + out["connect"] + out["read"] + out["write"])
+            errors += int(out["timeout"])
+            two_xx = int(out["requests"] - out["non_2xx"])
+            run = Run(stack, workers, route, conns, out["requests"] / out["seconds"],
+                      out["p50_ms"], out["p99_ms"], errors, two_xx, rows)  # fmt: skip
+            log(
+                f"  {stack} w{workers} {route:<5} c{conns:<3} {run.rps:>8,.0f} req/s  "
+                f"p50 {run.p50_ms:.1f} ms  p99 {run.p99_ms:.1f} ms  errors {errors}  "
+                f"rows {'ok' if run.rows_ok else 'MISMATCH'} ({rows:,} for {two_xx:,} 2xx)"
+            )
+            runs.append(run)
+    return runs
+
+
+def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Namespace) -> list[Run]:
+    runs: list[Run] = []
+    for workers in args.workers:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSCORE_")}
+        env |= {
+            "DATABASE_URL": db_url,
+            "FRAUDSCORE_PORT": str(PORT),
+            "FRAUDSCORE_WORKERS": str(workers),
+            "FRAUDSCORE_ARTIFACT_DIR": str(settings.artifact_dir.resolve()),
+            "FRAUDSCORE_DATA_FILE": str(data.resolve()),
+        }
+        log(f"fraudscore, {workers} worker(s)")
+        command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
+        with running(command, ROOT, env, f"fraudscore-w{workers}"):
+            runs += measure("fraudscore", workers, db_url, args)
+    return runs
+
+
+def prepare_peer(server: str, data: Path, rows: int) -> str:
+    """The seed stack in /tmp with its own venv and model, fed our applications."""
+    if not (PEER_DIR / "pyproject.toml").is_file():
+        shutil.copytree(PEER_SOURCE, PEER_DIR)
+    subprocess.run(["uv", "sync", "--quiet"], cwd=PEER_DIR, check=True)
+    if not (PEER_DIR / "preprocessor.pkl").is_file():
+        log("training the seed stack's model (its train.py)")
+        subprocess.run(["uv", "run", "python", "train.py"], cwd=PEER_DIR, check=True)
+    subprocess.run(["uv", "run", "python", "load.py", "1"], cwd=PEER_DIR, check=True)
+    url = with_db(server, "peer")
+    raw = read_table(data).head(rows).select(*FEATURE_NAMES, "month")
+    encoded = raw.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("user_id"),
+        pl.struct(pl.all()).struct.json_encode().alias("features"),
+    )
+    with psycopg.connect(url) as conn:
+        conn.execute("TRUNCATE feature_store")
+        with conn.cursor().copy("COPY feature_store (user_id, features) FROM STDIN") as copy:
+            for row in encoded.iter_rows():
+                copy.write_row(row)
+    log(f"seed stack: {rows:,} of the same applications loaded into database peer")
+    return url
+
+
+def bench_peer(db_url: str, args: argparse.Namespace) -> list[Run]:
+    runs: list[Run] = []
+    for workers in args.workers:
+        log(f"seed stack, {workers} worker(s)")
+        command = [".venv/bin/uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(PORT),
+                   "--workers", str(workers), "--no-access-log"]  # fmt: skip
+        with running(command, PEER_DIR, dict(os.environ), f"peer-w{workers}"):
+            runs += measure("seed-stack", workers, db_url, args)
+    return runs
+
+
+def report(runs: list[Run]) -> None:
+    peer = {(r.workers, r.route, r.conns): r for r in runs if r.stack == "seed-stack"}
+    print(f"\n{'stack':<11}{'w':>2}{'route':>7}{'conns':>6}{'req/s':>9}{'p50 ms':>9}"
+          f"{'p99 ms':>9}{'errors':>8}{'rows':>6}{'x seed':>8}")  # fmt: skip
+    for r in runs:
+        base = peer.get((r.workers, r.route, r.conns))
+        ratio = f"{r.rps / base.rps:.0f}x" if base and r.stack != "seed-stack" else ""
+        print(f"{r.stack:<11}{r.workers:>2}{r.route:>7}{r.conns:>6}{r.rps:>9,.0f}"
+              f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.errors:>8}"
+              f"{'ok' if r.rows_ok else 'BAD':>6}{ratio:>8}")  # fmt: skip
+    print("targets: sync >= 1,500 req/s, async >= 3,000 req/s, p99 <= 50 ms at 64 connections")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--conns", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--url", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")
+    )
+    args = parser.parse_args()
+    ensure_wrk()
+    settings = Settings.from_env(os.environ)
+    data = dataset_path(settings)
+    if not (settings.artifact_dir / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "fraudscore_adapters", "train"], check=True)
+    runs = bench_ours(prepare_ours(args.url, data, args.rows), settings, data, args)
+    if not args.no_peer:
+        runs += bench_peer(prepare_peer(args.url, data, args.rows), args)
+    report(runs)
+
+
+if __name__ == "__main__":
+    main()
