@@ -66,6 +66,10 @@ rollback: $(VENV_STAMP) ## Roll back the newest migration (needs DATABASE_URL)
 load-features: $(VENV_STAMP) ## COPY the dataset's cleaned features into PostgreSQL (needs DATABASE_URL)
 	$(FS) load-features
 
+.PHONY: eda
+eda: $(VENV_STAMP) ## Run the EDA notebook on the full dataset; writes reports/eda.html
+	$(UV) run python notebooks/run_eda.py
+
 .PHONY: format
 format: $(VENV_STAMP) ## Apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
