@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fraudscore import Application, ModelUnavailable, Scores
-from fraudscore_adapters.batching import BatchingScorer, MicroBatcher
+from fraudscore_adapters.batching import AsyncBatchingScorer, BatchingScorer, MicroBatcher
 from tests.support import RuleScorer, application
 
 pytestmark = pytest.mark.unit
@@ -150,17 +150,16 @@ def test_threads_share_model_calls_and_keep_their_own_answers() -> None:
     assert len(slow.inner.batches) < 200
 
 
-def test_sync_and_async_callers_share_one_queue() -> None:
+def test_async_callers_share_model_calls() -> None:
     slow = SlowCountingScorer()
-    batching = BatchingScorer(slow)
+    batching = AsyncBatchingScorer(slow)
 
-    async def main() -> list[Scores]:
-        face = batching.async_face()
-        return await asyncio.gather(*(face.score([application()]) for _ in range(50)))
+    async def main() -> tuple[list[Scores], Scores]:
+        got = await asyncio.gather(*(batching.score([application()]) for _ in range(50)))
+        return got, await batching.score([application(housing_status="BA"), application()])
 
     try:
-        got = asyncio.run(main())
-        many = batching.score([application(housing_status="BA"), application()])
+        got, many = asyncio.run(main())
     finally:
         batching.close()
     assert all(s.probabilities == [0.1] for s in got)

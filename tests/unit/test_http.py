@@ -19,7 +19,7 @@ from fraudscore import (
     StoreUnavailable,
 )
 from fraudscore.ports import FeatureRepository, PredictionSink
-from fraudscore_adapters.batching import BatchingScorer
+from fraudscore_adapters.batching import AsyncBatchingScorer
 from fraudscore_adapters.bootstrap import build_app
 from fraudscore_adapters.http import Runtime, create_app
 from fraudscore_adapters.memory import (
@@ -50,7 +50,7 @@ class World:
 
     @asynccontextmanager
     async def runtime(self) -> AsyncIterator[Runtime]:
-        scorer = BatchingScorer(RuleScorer())
+        scorer = AsyncBatchingScorer(RuleScorer())
 
         async def checks() -> dict[str, str]:
             return self.ready
@@ -63,7 +63,7 @@ class World:
                 async_service=AsyncScoringService(
                     features=AsyncMemoryFeatureStore(self.store),
                     sink=AsyncMemoryPredictionSink(self.sink),
-                    scorer=scorer.async_face(),
+                    scorer=scorer,
                 ),
                 checks=checks,
             )

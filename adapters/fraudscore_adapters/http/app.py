@@ -78,8 +78,11 @@ PREDICT_RESPONSES = {
 }
 
 
-def _refuse_bodies(request: Request[Any, Any, Any]) -> None:
-    """No route reads a body, so an oversized one is refused up front (413), not ignored."""
+async def _refuse_bodies(request: Request[Any, Any, Any]) -> None:
+    """No route reads a body, so an oversized one is refused up front (413), not ignored.
+
+    Async on purpose: Litestar runs a sync hook in a worker thread, a hop per request.
+    """
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
         raise HTTPException(
