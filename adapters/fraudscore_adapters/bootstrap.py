@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from litestar import Litestar
 
@@ -26,7 +27,7 @@ from fraudscore.ports import (
 )
 from fraudscore_adapters import memory, postgres
 from fraudscore_adapters.baf import load_features
-from fraudscore_adapters.batching import BatchingScorer
+from fraudscore_adapters.batching import AsyncBatchingScorer, BatchingScorer
 from fraudscore_adapters.dataset import dataset_path
 from fraudscore_adapters.http import Runtime, create_app
 from fraudscore_adapters.settings import Settings
@@ -74,22 +75,32 @@ def _memory_stores(settings: Settings) -> _Stores:
     )
 
 
+def _pool_settings(settings: Settings, url: str) -> dict[str, Any]:
+    """Pool options for ``url``: a pooler host gets no prepared statements, no startup options."""
+    prepare = postgres.use_prepared_statements(settings.prepared_statements, url)
+    timeout_ms = postgres.startup_statement_timeout_ms(settings.statement_timeout_ms, url)
+    log.info(
+        "PostgreSQL%s: prepared statements %s; statement_timeout %s",
+        " (pooled endpoint)" if postgres.pooled_endpoint(url) else "",
+        "on" if prepare else "off",
+        f"{timeout_ms} ms" if timeout_ms else "from the server or role settings",
+    )
+    return {
+        "min_size": settings.pool_min_size,
+        "max_size": settings.pool_max_size,
+        "timeout_s": settings.pool_timeout_s,
+        "statement_timeout_ms": timeout_ms,
+        "connect_timeout_s": settings.connect_timeout_s,
+        "prepare": prepare,
+        "max_idle_s": settings.pool_max_idle_s,
+    }
+
+
 async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) -> _Stores:
-    pool = postgres.open_pool(
-        url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        timeout_s=settings.pool_timeout_s,
-        statement_timeout_ms=settings.statement_timeout_ms,
-    )
+    options = _pool_settings(settings, url)
+    pool = postgres.open_pool(url, **options)
     stack.callback(pool.close)
-    apool = await postgres.open_async_pool(
-        url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        timeout_s=settings.pool_timeout_s,
-        statement_timeout_ms=settings.statement_timeout_ms,
-    )
+    apool = await postgres.open_async_pool(url, **options)
     stack.push_async_callback(apool.close)
 
     async def checks() -> dict[str, str]:
@@ -102,11 +113,12 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
         return {"model": "ok", "store": "ok"}
 
     in_flight = max(1, settings.pool_max_size // 2)  # reads and writes share the async pool
+    prepare = options["prepare"]
     return _Stores(
-        postgres.PostgresFeatureStore(pool),
-        postgres.PostgresPredictionSink(pool),
-        postgres.AsyncPostgresFeatureStore(apool, concurrency=in_flight),
-        postgres.AsyncPostgresPredictionSink(apool, concurrency=in_flight),
+        postgres.PostgresFeatureStore(pool, prepare=prepare),
+        postgres.PostgresPredictionSink(pool, prepare=prepare),
+        postgres.AsyncPostgresFeatureStore(apool, concurrency=in_flight, prepare=prepare),
+        postgres.AsyncPostgresPredictionSink(apool, concurrency=in_flight, prepare=prepare),
         checks,
     )
 
@@ -118,6 +130,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         scorer = await asyncio.to_thread(XGBScorer.load, settings.artifact_dir)
         batching = BatchingScorer(scorer, max_batch=settings.max_batch)
         stack.callback(batching.close)
+        async_batching = AsyncBatchingScorer(scorer, max_batch=settings.max_batch)
+        stack.callback(async_batching.close)
         if settings.database_url:
             stores = await _postgres_stores(settings, settings.database_url, stack)
         else:
@@ -127,7 +141,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             async_service=AsyncScoringService(
                 features=stores.async_features,
                 sink=stores.async_sink,
-                scorer=batching.async_face(),
+                scorer=async_batching,
             ),
             checks=stores.checks,
             info={"model_version": scorer.model_version},

@@ -7,8 +7,14 @@ import. Every statement takes parameters; no SQL is built from strings of data.
 
 Faults become domain errors: a pool that cannot hand out a connection in time, a server that
 is down, or a statement that runs past its timeout raise ``StoreUnavailable`` quickly; the pool
-checks connections on checkout and reconnects in the background, so the adapter recovers by
-itself when the database comes back. Messages never carry the connection string.
+checks connections on checkout (all idle ones once one is found broken) and reconnects in the
+background, so the adapter recovers by itself when the database comes back or wakes up.
+Messages never carry the connection string.
+
+Behind a transaction-mode pooler (PgBouncer; Neon's ``-pooler`` endpoints) consecutive
+statements of one client may run in different server sessions, so server-side prepared
+statements are off there (:func:`use_prepared_statements`), and startup options such as
+``statement_timeout`` are not sent (the pooler refuses them; set it on the role instead).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import msgspec
 import psycopg
 import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_loads
 
 from fraudscore import (
@@ -33,6 +40,7 @@ from fraudscore import (
 )
 from fraudscore.schema import FieldProblem
 from fraudscore_adapters.batching import MicroBatcher
+from fraudscore_adapters.settings import PREPARED_STATEMENT_MODES
 
 __all__ = [
     "AsyncPostgresFeatureStore",
@@ -40,8 +48,11 @@ __all__ = [
     "PostgresFeatureStore",
     "PostgresPredictionSink",
     "connection_kwargs",
+    "pooled_endpoint",
     "redact",
+    "startup_statement_timeout_ms",
     "store_errors",
+    "use_prepared_statements",
 ]
 
 FEATURE_VERSION = "baf-v1"
@@ -74,8 +85,15 @@ INSERT_PREDICTION_SQL = """
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 """
 
-_SECRET = re.compile(r"(://[^:/@\s]*:)[^@\s]*@|(password\s*=\s*)\S+", re.IGNORECASE)
+_SECRET = re.compile(
+    r"(://[^:/@\s]*:)[^@\s]*@|(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE
+)
+_CONNINFO_ERROR = re.compile(r"connection info string|URI|percent-encoded|connection option")
+_QUOTED = re.compile(r'"[^"]*"')
 _JSON = msgspec.json.Decoder()
+
+POOLER_HOST_MARK = "-pooler"
+"""A host name containing this is a transaction-mode pooler (Neon's pooled endpoints)."""
 
 
 def redact(text: str) -> str:
@@ -83,13 +101,46 @@ def redact(text: str) -> str:
     return _SECRET.sub(lambda m: f"{m.group(1)}***@" if m.group(1) else f"{m.group(2)}***", text)
 
 
-def connection_kwargs(*, statement_timeout_ms: int, connect_timeout_s: int) -> dict[str, Any]:
-    """Connection settings that bound every wait: connecting and each statement."""
-    return {
-        "autocommit": True,
-        "connect_timeout": connect_timeout_s,
-        "options": f"-c statement_timeout={statement_timeout_ms}",
-    }
+def pooled_endpoint(conninfo: str) -> bool:
+    """Whether ``conninfo`` (URL or ``key=value``) names a pooler host (one with ``-pooler``)."""
+    with store_errors("reading the connection string"):
+        host = conninfo_to_dict(conninfo).get("host") or ""
+    return POOLER_HOST_MARK in str(host)
+
+
+def use_prepared_statements(mode: str, conninfo: str) -> bool:
+    """Whether to prepare statements on the server: ``on``, ``off``, or ``auto``.
+
+    ``auto`` means on, except at a pooler host (:func:`pooled_endpoint`): a transaction-mode
+    pooler may run the next statement in a server session where the statement is not prepared.
+    """
+    if mode not in PREPARED_STATEMENT_MODES:
+        raise ValueError(f"prepared statements {mode!r}: use one of {PREPARED_STATEMENT_MODES}")
+    if mode == "auto":
+        return not pooled_endpoint(conninfo)
+    return mode == "on"
+
+
+def startup_statement_timeout_ms(statement_timeout_ms: int, conninfo: str) -> int:
+    """The ``statement_timeout`` to send at connection start: none (0) at a pooler host."""
+    return 0 if pooled_endpoint(conninfo) else statement_timeout_ms
+
+
+def connection_kwargs(
+    *, statement_timeout_ms: int, connect_timeout_s: int, prepare: bool = True
+) -> dict[str, Any]:
+    """Connection settings that bound every wait: connecting and each statement.
+
+    ``statement_timeout_ms=0`` sends no startup option (the server's or the role's setting
+    applies); ``prepare=False`` turns server-side prepared statements off for the connection,
+    explicit ``prepare=True`` included.
+    """
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout_s}
+    if statement_timeout_ms > 0:
+        kwargs["options"] = f"-c statement_timeout={statement_timeout_ms}"
+    if not prepare:
+        kwargs["prepare_threshold"] = None
+    return kwargs
 
 
 def configure_json(context: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
@@ -107,6 +158,17 @@ def store_errors(what: str) -> Iterator[None]:
     except (psycopg.OperationalError, psycopg.errors.QueryCanceled) as exc:
         first_line = redact(str(exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
         raise StoreUnavailable(f"{what}: {first_line}") from exc
+    except psycopg.ProgrammingError as exc:
+        if exc.sqlstate is not None or not _CONNINFO_ERROR.search(str(exc)):
+            raise
+        raise StoreUnavailable(f"{what}: {_conninfo_problem(exc)}") from None
+
+
+def _conninfo_problem(exc: psycopg.ProgrammingError) -> str:
+    """libpq's complaint about a malformed connection string, minus the quoted text (which
+    may be part of the password)."""
+    problem = _QUOTED.sub('"***"', str(exc).strip().splitlines()[0])
+    return f"malformed connection string: {problem} (percent-encode reserved characters)"
 
 
 def _named(features: object, version: str) -> dict[str, object]:
@@ -155,26 +217,31 @@ def _prediction_row(p: Prediction) -> tuple[Any, ...]:
 class PostgresFeatureStore:
     """:class:`~fraudscore.FeatureRepository` on a blocking connection pool."""
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any]) -> None:
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, prepare: bool = True) -> None:
         self._pool = pool
+        self.prepare = prepare
+        """Prepare the query on the server (off behind a transaction-mode pooler)."""
 
     def latest(self, user_id: int) -> Application:
         """The newest stored application of ``user_id``."""
         with store_errors("reading features"), self._pool.connection() as conn:
-            row = conn.execute(LATEST_SQL, (user_id,), prepare=True).fetchone()
+            row = conn.execute(LATEST_SQL, (user_id,), prepare=self.prepare).fetchone()
         return _application(user_id, row)
 
 
 class PostgresPredictionSink:
     """:class:`~fraudscore.PredictionSink` on a blocking connection pool (autocommit)."""
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any]) -> None:
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, prepare: bool = True) -> None:
         self._pool = pool
+        self.prepare = prepare
+        """Prepare the insert on the server (off behind a transaction-mode pooler)."""
 
     def record(self, prediction: Prediction) -> None:
         """Insert ``prediction``; returns once the row is committed."""
         with store_errors("recording the prediction"), self._pool.connection() as conn:
-            conn.execute(INSERT_PREDICTION_SQL, _prediction_row(prediction), prepare=True)
+            row = _prediction_row(prediction)
+            conn.execute(INSERT_PREDICTION_SQL, row, prepare=self.prepare)
 
 
 class AsyncPostgresFeatureStore:
@@ -190,8 +257,11 @@ class AsyncPostgresFeatureStore:
         *,
         max_batch: int = 128,
         concurrency: int = 2,
+        prepare: bool = True,
     ) -> None:
         self._pool = pool
+        self.prepare = prepare
+        """Prepare the query on the server (off behind a transaction-mode pooler)."""
         self._batcher: MicroBatcher[int, Application] = MicroBatcher(
             self._latest_many, max_batch=max_batch, concurrency=concurrency
         )
@@ -203,7 +273,8 @@ class AsyncPostgresFeatureStore:
     async def _latest_many(self, user_ids: Sequence[int]) -> list[Application | BaseException]:
         with store_errors("reading features"):
             async with self._pool.connection() as conn:
-                cursor = await conn.execute(LATEST_MANY_SQL, (list(user_ids),), prepare=True)
+                ids = (list(user_ids),)
+                cursor = await conn.execute(LATEST_MANY_SQL, ids, prepare=self.prepare)
                 rows = {row[0]: row[1:] for row in await cursor.fetchall()}
         return [_application_or_error(uid, rows.get(uid)) for uid in user_ids]
 
@@ -221,8 +292,11 @@ class AsyncPostgresPredictionSink:
         *,
         max_batch: int = 256,
         concurrency: int = 2,
+        prepare: bool = True,
     ) -> None:
         self._pool = pool
+        self.prepare = prepare
+        """Prepare the insert on the server (off behind a transaction-mode pooler)."""
         self._batcher: MicroBatcher[Prediction, None] = MicroBatcher(
             self._record_many, max_batch=max_batch, concurrency=concurrency
         )
@@ -235,24 +309,80 @@ class AsyncPostgresPredictionSink:
         columns = [list(c) for c in zip(*map(_prediction_row, predictions), strict=True)]
         with store_errors("recording the prediction"):
             async with self._pool.connection() as conn:
-                await conn.execute(INSERT_PREDICTIONS_SQL, columns, prepare=True)
+                await conn.execute(INSERT_PREDICTIONS_SQL, columns, prepare=self.prepare)
         return [None] * len(predictions)
 
 
 def _pool_options(
-    min_size: int, max_size: int, timeout_s: float, statement_timeout_ms: int
+    min_size: int,
+    max_size: int,
+    timeout_s: float,
+    statement_timeout_ms: int,
+    *,
+    connect_timeout_s: int | None = None,
+    prepare: bool = True,
+    max_idle_s: float = 600.0,
 ) -> dict[str, Any]:
-    """What both pools share: bounded sizes and waits, opened explicitly by the caller."""
-    connect_timeout_s = max(1, int(timeout_s))
+    """What both pools share: bounded sizes and waits, opened explicitly by the caller.
+
+    ``connect_timeout_s`` bounds opening one connection (default: ``timeout_s``, at least 1 s);
+    a request waits at most ``timeout_s`` for a connection either way.
+    """
+    if connect_timeout_s is None:
+        connect_timeout_s = max(1, int(timeout_s))
     return {
         "min_size": min_size,
         "max_size": max_size,
         "timeout": timeout_s,
+        "max_idle": max_idle_s,
         "open": False,
         "kwargs": connection_kwargs(
-            statement_timeout_ms=statement_timeout_ms, connect_timeout_s=connect_timeout_s
+            statement_timeout_ms=statement_timeout_ms,
+            connect_timeout_s=connect_timeout_s,
+            prepare=prepare,
         ),
     }
+
+
+class _CheckAll:
+    """The blocking pool's ``check``: when one idle connection is broken, check all of them.
+
+    A database that restarted, or woke from scale-to-zero (Neon), has killed every pooled
+    connection. psycopg_pool sleeps 0, 1, 2, 4... seconds between failed checks, so a pool
+    holding three or more dead connections would time out the first request. Checking the
+    idle connections at once discards the dead ones and starts their replacements.
+    """
+
+    def __init__(self) -> None:
+        self.pool: psycopg_pool.ConnectionPool[Any] | None = None
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            psycopg_pool.ConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None:
+                self.pool.check()
+            raise
+
+
+class _AsyncCheckAll:
+    """The async twin of :class:`_CheckAll`."""
+
+    def __init__(self) -> None:
+        self.pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None:
+                await self.pool.check()
+            raise
+
+
+def _open_wait_s(timeout_s: float, connect_timeout_s: int | None) -> float:
+    """How long opening a pool may wait for its first connections (a cold start included)."""
+    return max(timeout_s, connect_timeout_s or 0)
 
 
 def open_pool(
@@ -262,18 +392,33 @@ def open_pool(
     max_size: int,
     timeout_s: float,
     statement_timeout_ms: int,
+    connect_timeout_s: int | None = None,
+    prepare: bool = True,
+    max_idle_s: float = 600.0,
     name: str = "fraudscore",
 ) -> psycopg_pool.ConnectionPool[Any]:
     """A checked, bounded blocking pool; raises StoreUnavailable if none can be opened."""
+    with store_errors("opening the connection pool"):
+        conninfo_to_dict(conninfo)  # a malformed string fails here, not in a logged retry loop
+    check = _CheckAll()
     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
         conninfo,
         name=name,
-        check=psycopg_pool.ConnectionPool.check_connection,
+        check=check,
         configure=configure_json,
-        **_pool_options(min_size, max_size, timeout_s, statement_timeout_ms),
+        **_pool_options(
+            min_size,
+            max_size,
+            timeout_s,
+            statement_timeout_ms,
+            connect_timeout_s=connect_timeout_s,
+            prepare=prepare,
+            max_idle_s=max_idle_s,
+        ),
     )
+    check.pool = pool
     with store_errors("opening the connection pool"):
-        pool.open(wait=True, timeout=timeout_s)
+        pool.open(wait=True, timeout=_open_wait_s(timeout_s, connect_timeout_s))
     return pool
 
 
@@ -284,18 +429,33 @@ async def open_async_pool(
     max_size: int,
     timeout_s: float,
     statement_timeout_ms: int,
+    connect_timeout_s: int | None = None,
+    prepare: bool = True,
+    max_idle_s: float = 600.0,
     name: str = "fraudscore-async",
 ) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The async twin of :func:`open_pool`."""
+    with store_errors("opening the connection pool"):
+        conninfo_to_dict(conninfo)
+    check = _AsyncCheckAll()
     pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
         conninfo,
         name=name,
-        check=psycopg_pool.AsyncConnectionPool.check_connection,
+        check=check,
         configure=_async_configure,
-        **_pool_options(min_size, max_size, timeout_s, statement_timeout_ms),
+        **_pool_options(
+            min_size,
+            max_size,
+            timeout_s,
+            statement_timeout_ms,
+            connect_timeout_s=connect_timeout_s,
+            prepare=prepare,
+            max_idle_s=max_idle_s,
+        ),
     )
+    check.pool = pool
     with store_errors("opening the connection pool"):
-        await pool.open(wait=True, timeout=timeout_s)
+        await pool.open(wait=True, timeout=_open_wait_s(timeout_s, connect_timeout_s))
     return pool
 
 

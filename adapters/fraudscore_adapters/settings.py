@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "read_dotenv"]
+__all__ = ["ENV_PREFIX", "PREPARED_STATEMENT_MODES", "Settings", "SettingsError", "read_dotenv"]
 
 ENV_PREFIX = "FRAUDSCORE_"
+PREPARED_STATEMENT_MODES = ("auto", "on", "off")
+_CHOICES: dict[str, tuple[str, ...]] = {"prepared_statements": PREPARED_STATEMENT_MODES}
 
 
 class SettingsError(ValueError):
@@ -41,9 +43,9 @@ def read_dotenv(path: Path) -> dict[str, str]:
 class Settings:
     """Everything configurable, with defaults that run on a fresh clone with no database."""
 
-    database_url: str | None = None
-    """``DATABASE_URL``: unset means the embedded in-memory store."""
-    migrations_database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)
+    """``DATABASE_URL``: unset means the embedded in-memory store. Kept out of ``repr``."""
+    migrations_database_url: str | None = field(default=None, repr=False)
     """``MIGRATIONS_DATABASE_URL``: a direct (non-pooled) endpoint for DDL; default DATABASE_URL."""
     data_dir: Path = Path("data")
     data_file: Path | None = None
@@ -57,7 +59,17 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 8
     pool_timeout_s: float = 3.0
+    """How long a request waits for a pooled connection before a 503."""
+    pool_max_idle_s: float = 300.0
+    """Connections above ``pool_min_size`` idle this long are closed."""
+    connect_timeout_s: int = 10
+    """Bound on opening one connection: room for the cold start of a database that scales to
+    zero (Neon: half a second to a few seconds); requests still wait at most pool_timeout_s."""
     statement_timeout_ms: int = 3_000
+    """Sent as a startup option; 0 sends none (the server's or the role's setting applies)."""
+    prepared_statements: str = "auto"
+    """Server-side prepared statements: ``on``, ``off``, or ``auto`` (off at a pooler host,
+    one containing ``-pooler``, as Neon's pooled endpoints do)."""
     load_batch_rows: int = 50_000
     host: str = "127.0.0.1"
     port: int = 8000
@@ -102,6 +114,8 @@ class Settings:
             if name not in known or name.endswith("database_url"):
                 raise SettingsError(f"unknown setting {key}; known: {_known_names(known)}")
             values[name] = _convert(key, raw, cls.__annotations__[name])
+            if name in _CHOICES and raw not in _CHOICES[name]:
+                raise SettingsError(f"{key}={raw!r}: use one of {', '.join(_CHOICES[name])}")
         return cls(**values)  # type: ignore[arg-type]
 
 

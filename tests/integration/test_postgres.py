@@ -6,6 +6,8 @@ import asyncio
 import json
 import threading
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import polars as pl
 import psycopg
 import pytest
 
-from fraudscore import Application, InvalidFeatures, StoreUnavailable, UnknownUser
+from fraudscore import Application, InvalidFeatures, Prediction, StoreUnavailable, UnknownUser
 from fraudscore_adapters import postgres
 from fraudscore_adapters.baf import clean_frame
 from fraudscore_adapters.bulkload import copy_features, insert_features_executemany
@@ -264,3 +266,114 @@ def test_arrays_that_do_not_fit_their_layout_are_invalid(
     with open_pool(db) as pool, pytest.raises(InvalidFeatures, match=message) as caught:
         postgres.PostgresFeatureStore(pool).latest(4)
     assert caught.value.user_id == 4
+
+
+def prepared_statements(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM pg_prepared_statements", prepare=False).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize(("prepare", "expected"), [(True, 2), (False, 0)])
+def test_prepare_off_leaves_no_statement_on_the_server(
+    db: str, prepare: bool, expected: int
+) -> None:
+    """What a transaction-mode pooler needs: no server-side prepared statement, ever."""
+    copy_features_of(db, [1], [application()])
+    with postgres.open_pool(
+        db, min_size=1, max_size=1, timeout_s=2.0, statement_timeout_ms=2_000, prepare=prepare
+    ) as pool:
+        store = postgres.PostgresFeatureStore(pool, prepare=prepare)
+        sink = postgres.PostgresPredictionSink(pool, prepare=prepare)
+        for _ in range(8):  # past psycopg's automatic threshold (5) too
+            sink.record(prediction_of(store.latest(1)))
+        with pool.connection() as conn:
+            assert prepared_statements(conn) == expected
+
+
+def test_async_stores_with_prepare_off_work_and_prepare_nothing(db: str) -> None:
+    copy_features_of(db, [1, 2], [application(), application(customer_age=70)])
+
+    async def main() -> tuple[list[object], int]:
+        apool = await postgres.open_async_pool(
+            db, min_size=1, max_size=1, timeout_s=2.0, statement_timeout_ms=0, prepare=False
+        )
+        try:
+            store = postgres.AsyncPostgresFeatureStore(apool, prepare=False)
+            sink = postgres.AsyncPostgresPredictionSink(apool, prepare=False)
+            ages: list[object] = []
+            for _ in range(6):
+                apps = await asyncio.gather(store.latest(1), store.latest(2))
+                await asyncio.gather(*(sink.record(prediction_of(a)) for a in apps))
+                ages = [a["customer_age"] for a in apps]
+            async with apool.connection() as conn:
+                cursor = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
+                row = await cursor.fetchone()
+            assert row is not None
+            return ages, int(row[0])
+        finally:
+            await apool.close()
+
+    ages, prepared = asyncio.run(main())
+    assert ages == [application()["customer_age"], 70]
+    assert prepared == 0
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM predictions").fetchone() == (12,)
+
+
+def test_without_a_startup_timeout_the_server_setting_applies(db: str) -> None:
+    """statement_timeout_ms=0 sends no startup option: what a pooler (which refuses it) needs."""
+    with (
+        postgres.open_pool(
+            db, min_size=1, max_size=1, timeout_s=2.0, statement_timeout_ms=0, connect_timeout_s=10
+        ) as pool,
+        pool.connection() as conn,
+    ):
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert conn.info.get_parameters().get("connect_timeout") == "10"
+    with open_pool(db, statement_timeout_ms=1_500) as pool, pool.connection() as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("1500ms",)
+
+
+def prediction_of(app: Application) -> Prediction:
+    probability = 0.9 if app["customer_age"] == 70 else 0.1
+    stamp = datetime.now(UTC)
+    return Prediction(uuid.uuid4(), 1, probability, probability > 0.5, 0.5, "t", "sync", stamp)
+
+
+def test_a_grown_pool_whose_connections_all_died_serves_the_next_request_at_once(db: str) -> None:
+    """A database that restarted or woke from scale-to-zero (Neon) killed every connection:
+    the first request after it must neither fail nor sleep through psycopg_pool's backoff."""
+    copy_features_of(db, [1], [application()])
+    with postgres.open_pool(
+        db, min_size=2, max_size=6, timeout_s=3.0, statement_timeout_ms=2_000
+    ) as pool:
+        held = [pool.getconn() for _ in range(6)]  # grow the pool to 6 connections
+        for conn in held:
+            pool.putconn(conn)
+        kill_connections(db)
+        started = time.perf_counter()
+        assert postgres.PostgresFeatureStore(pool).latest(1) == application()
+        assert time.perf_counter() - started < 0.8
+
+
+def test_an_async_pool_recovers_at_once_too(db: str) -> None:
+    copy_features_of(db, [1], [application()])
+
+    async def main() -> float:
+        apool = await postgres.open_async_pool(
+            db, min_size=2, max_size=6, timeout_s=3.0, statement_timeout_ms=2_000
+        )
+        try:
+            held = [await apool.getconn() for _ in range(6)]
+            for conn in held:
+                await apool.putconn(conn)
+            await asyncio.to_thread(kill_connections, db)
+            started = time.perf_counter()
+            app = await postgres.AsyncPostgresFeatureStore(apool).latest(1)
+            assert app == application()
+            return time.perf_counter() - started
+        finally:
+            await apool.close()
+
+    assert asyncio.run(main()) < 0.8
