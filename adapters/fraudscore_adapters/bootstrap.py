@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,13 +112,13 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
             return {"model": "ok", "store": str(exc)}
         return {"model": "ok", "store": "ok"}
 
-    in_flight = max(1, settings.pool_max_size // 2)  # reads and writes share the async pool
-    prepare = options["prepare"]
+    # reads and writes share each pool: half its connections for batches of each
+    batching = {"concurrency": max(1, settings.pool_max_size // 2), "prepare": options["prepare"]}
     return _Stores(
-        postgres.PostgresFeatureStore(pool, prepare=prepare),
-        postgres.PostgresPredictionSink(pool, prepare=prepare),
-        postgres.AsyncPostgresFeatureStore(apool, concurrency=in_flight, prepare=prepare),
-        postgres.AsyncPostgresPredictionSink(apool, concurrency=in_flight, prepare=prepare),
+        stack.enter_context(closing(postgres.PostgresFeatureStore(pool, **batching))),
+        stack.enter_context(closing(postgres.PostgresPredictionSink(pool, **batching))),
+        postgres.AsyncPostgresFeatureStore(apool, **batching),
+        postgres.AsyncPostgresPredictionSink(apool, **batching),
         checks,
     )
 

@@ -39,7 +39,7 @@ from fraudscore import (
     UnknownUser,
 )
 from fraudscore.schema import FieldProblem
-from fraudscore_adapters.batching import MicroBatcher
+from fraudscore_adapters.batching import MicroBatcher, ThreadBatcher
 from fraudscore_adapters.settings import PREPARED_STATEMENT_MODES
 
 __all__ = [
@@ -60,12 +60,6 @@ FEATURE_VERSION = "baf-v1"
 FEATURE_LAYOUTS: dict[str, tuple[str, ...]] = {FEATURE_VERSION: FEATURE_NAMES}
 """The feature names, in array order, of every ``feature_version`` the store may hold."""
 
-LATEST_SQL = """
-    SELECT features, feature_version FROM feature_store
-    WHERE user_id = %s
-    ORDER BY created_at DESC, id DESC
-    LIMIT 1
-"""
 LATEST_MANY_SQL = """
     SELECT DISTINCT ON (user_id) user_id, features, feature_version FROM feature_store
     WHERE user_id = ANY(%s)
@@ -78,11 +72,6 @@ INSERT_PREDICTIONS_SQL = """
         %s::uuid[], %s::bigint[], %s::float8[], %s::boolean[], %s::float8[], %s::text[],
         %s::text[], %s::timestamptz[]
     )
-"""
-INSERT_PREDICTION_SQL = """
-    INSERT INTO predictions
-        (id, user_id, probability, is_fraud, threshold, model_version, route, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 _SECRET = re.compile(
@@ -201,6 +190,19 @@ def _application(user_id: int, row: tuple[Any, ...] | None) -> Application:
         raise exc.for_user(user_id) from None
 
 
+def _applications(
+    user_ids: Sequence[int], rows: Sequence[tuple[Any, ...]]
+) -> list[Application | BaseException]:
+    """Each user's application (or its error) from ``(user_id, features, version)`` rows."""
+    by_user = {row[0]: row[1:] for row in rows}
+    return [_application_or_error(uid, by_user.get(uid)) for uid in user_ids]
+
+
+def _columns(predictions: Sequence[Prediction]) -> list[list[Any]]:
+    """The predictions as one list per column, for ``unnest``."""
+    return [list(c) for c in zip(*map(_prediction_row, predictions), strict=True)]
+
+
 def _prediction_row(p: Prediction) -> tuple[Any, ...]:
     return (
         p.prediction_id,
@@ -215,33 +217,76 @@ def _prediction_row(p: Prediction) -> tuple[Any, ...]:
 
 
 class PostgresFeatureStore:
-    """:class:`~fraudscore.FeatureRepository` on a blocking connection pool."""
+    """:class:`~fraudscore.FeatureRepository` on a blocking connection pool.
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, prepare: bool = True) -> None:
+    Lookups from concurrent threads are batched into one ``user_id = ANY(...)`` query
+    (:class:`~fraudscore_adapters.batching.ThreadBatcher`), at most ``concurrency`` at once; a
+    lone lookup runs at once. :meth:`close` stops the batching threads.
+    """
+
+    def __init__(
+        self,
+        pool: psycopg_pool.ConnectionPool[Any],
+        *,
+        max_batch: int = 128,
+        concurrency: int = 2,
+        prepare: bool = True,
+    ) -> None:
         self._pool = pool
         self.prepare = prepare
         """Prepare the query on the server (off behind a transaction-mode pooler)."""
+        self._batcher: ThreadBatcher[int, Application] = ThreadBatcher(
+            self._latest_many, max_batch=max_batch, concurrency=concurrency, name="pg-read"
+        )
 
     def latest(self, user_id: int) -> Application:
         """The newest stored application of ``user_id``."""
+        return self._batcher.call(user_id)
+
+    def close(self) -> None:
+        """Stop the batching threads."""
+        self._batcher.close()
+
+    def _latest_many(self, user_ids: Sequence[int]) -> list[Application | BaseException]:
         with store_errors("reading features"), self._pool.connection() as conn:
-            row = conn.execute(LATEST_SQL, (user_id,), prepare=self.prepare).fetchone()
-        return _application(user_id, row)
+            cursor = conn.execute(LATEST_MANY_SQL, (list(user_ids),), prepare=self.prepare)
+            return _applications(user_ids, cursor.fetchall())
 
 
 class PostgresPredictionSink:
-    """:class:`~fraudscore.PredictionSink` on a blocking connection pool (autocommit)."""
+    """:class:`~fraudscore.PredictionSink` on a blocking connection pool (autocommit).
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, prepare: bool = True) -> None:
+    Records from concurrent threads are batched into one multi-row INSERT (one commit for the
+    batch); each caller returns once the statement holding its row has committed.
+    """
+
+    def __init__(
+        self,
+        pool: psycopg_pool.ConnectionPool[Any],
+        *,
+        max_batch: int = 256,
+        concurrency: int = 2,
+        prepare: bool = True,
+    ) -> None:
         self._pool = pool
         self.prepare = prepare
         """Prepare the insert on the server (off behind a transaction-mode pooler)."""
+        self._batcher: ThreadBatcher[Prediction, None] = ThreadBatcher(
+            self._record_many, max_batch=max_batch, concurrency=concurrency, name="pg-write"
+        )
 
     def record(self, prediction: Prediction) -> None:
         """Insert ``prediction``; returns once the row is committed."""
+        self._batcher.call(prediction)
+
+    def close(self) -> None:
+        """Stop the batching threads."""
+        self._batcher.close()
+
+    def _record_many(self, predictions: Sequence[Prediction]) -> list[None]:
         with store_errors("recording the prediction"), self._pool.connection() as conn:
-            row = _prediction_row(prediction)
-            conn.execute(INSERT_PREDICTION_SQL, row, prepare=self.prepare)
+            conn.execute(INSERT_PREDICTIONS_SQL, _columns(predictions), prepare=self.prepare)
+        return [None] * len(predictions)
 
 
 class AsyncPostgresFeatureStore:
@@ -275,8 +320,7 @@ class AsyncPostgresFeatureStore:
             async with self._pool.connection() as conn:
                 ids = (list(user_ids),)
                 cursor = await conn.execute(LATEST_MANY_SQL, ids, prepare=self.prepare)
-                rows = {row[0]: row[1:] for row in await cursor.fetchall()}
-        return [_application_or_error(uid, rows.get(uid)) for uid in user_ids]
+                return _applications(user_ids, await cursor.fetchall())
 
 
 class AsyncPostgresPredictionSink:
@@ -306,9 +350,9 @@ class AsyncPostgresPredictionSink:
         await self._batcher.submit(prediction)
 
     async def _record_many(self, predictions: Sequence[Prediction]) -> list[None]:
-        columns = [list(c) for c in zip(*map(_prediction_row, predictions), strict=True)]
         with store_errors("recording the prediction"):
             async with self._pool.connection() as conn:
+                columns = _columns(predictions)
                 await conn.execute(INSERT_PREDICTIONS_SQL, columns, prepare=self.prepare)
         return [None] * len(predictions)
 
