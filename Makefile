@@ -35,6 +35,7 @@ lint: $(VENV_STAMP) ## ruff (lint + format check), mypy --strict, and the archit
 	$(UV) run ruff format --check .
 	$(UV) run mypy
 	$(UV) run lint-imports --no-cache
+	$(MAKE) lint-deploy
 
 FS := $(UV) run python -m fraudscore_adapters
 
@@ -69,6 +70,10 @@ load-features: $(VENV_STAMP) ## COPY the dataset's cleaned features into Postgre
 .PHONY: eda
 eda: $(VENV_STAMP) ## Run the EDA notebook on the full dataset; writes reports/eda.html
 	$(UV) run python notebooks/run_eda.py
+
+.PHONY: lint-deploy
+lint-deploy: $(VENV_STAMP) ## hadolint (Containerfile), compose spec, actionlint, deploy consistency
+	$(UV) run pytest -q -p no:cacheprovider tests/unit/test_deploy.py
 
 .PHONY: format
 format: $(VENV_STAMP) ## Apply ruff's fixes and formatting

@@ -113,7 +113,7 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
         return {"model": "ok", "store": "ok"}
 
     # reads and writes share each pool: half its connections for batches of each
-    batching = {"concurrency": max(1, settings.pool_max_size // 2), "prepare": options["prepare"]}
+    batching = {"concurrency": 1, "prepare": options["prepare"]}
     return _Stores(
         stack.enter_context(closing(postgres.PostgresFeatureStore(pool, **batching))),
         stack.enter_context(closing(postgres.PostgresPredictionSink(pool, **batching))),
