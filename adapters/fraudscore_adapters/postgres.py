@@ -20,9 +20,9 @@ statements are off there (:func:`use_prepared_statements`), and startup options 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg
@@ -75,6 +75,7 @@ INSERT_PREDICTIONS_SQL = """
         prediction_id uuid, user_id bigint, probability float8, is_fraud boolean,
         threshold float8, model_version text, route text, created_at timestamptz
     )
+    ON CONFLICT (id) DO NOTHING
 """
 
 _SECRET = re.compile(
@@ -84,6 +85,7 @@ _CONNINFO_ERROR = re.compile(r"connection info string|URI|percent-encoded|connec
 _QUOTED = re.compile(r'"[^"]*"')
 _JSON = msgspec.json.Decoder()
 _JSON_ENCODER = msgspec.json.Encoder()
+T = TypeVar("T")
 
 POOLER_HOST_MARK = "-pooler"
 """A host name containing this is a transaction-mode pooler (Neon's pooled endpoints)."""
@@ -212,6 +214,54 @@ def _predictions_json(predictions: Sequence[Prediction]) -> str:
     return _JSON_ENCODER.encode(predictions).decode()
 
 
+def _broken(exc: psycopg.OperationalError) -> bool:
+    """A dead connection (server restarted, woke from scale-to-zero, network cut): retry-worthy.
+
+    Not a statement timeout, nor a pool with no connection to lend: retrying those only
+    doubles the wait.
+    """
+    return not isinstance(exc, psycopg.errors.QueryCanceled | psycopg_pool.PoolTimeout)
+
+
+def run_once_more_if_broken(
+    pool: psycopg_pool.ConnectionPool[Any], what: str, work: Callable[[psycopg.Connection[Any]], T]
+) -> T:
+    """``work`` on a pooled connection; if the connection was dead, check the pool and retry once.
+
+    A database that restarted or woke up (Neon) has killed every pooled connection: the first
+    use fails, :meth:`~psycopg_pool.ConnectionPool.check` drops all dead idle connections and
+    starts replacements, and the retry runs on a fresh one. Only idempotent work goes here.
+    """
+    with store_errors(what):
+        try:
+            with pool.connection() as conn:
+                return work(conn)
+        except psycopg.OperationalError as exc:
+            if not _broken(exc):
+                raise
+            pool.check()
+        with pool.connection() as conn:
+            return work(conn)
+
+
+async def arun_once_more_if_broken(
+    pool: psycopg_pool.AsyncConnectionPool[Any],
+    what: str,
+    work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+) -> T:
+    """The async twin of :func:`run_once_more_if_broken`."""
+    with store_errors(what):
+        try:
+            async with pool.connection() as conn:
+                return await work(conn)
+        except psycopg.OperationalError as exc:
+            if not _broken(exc):
+                raise
+            await pool.check()
+        async with pool.connection() as conn:
+            return await work(conn)
+
+
 class PostgresFeatureStore:
     """:class:`~fraudscore.FeatureRepository` on a blocking connection pool.
 
@@ -244,16 +294,21 @@ class PostgresFeatureStore:
         self._batcher.close()
 
     def _latest_many(self, user_ids: Sequence[int]) -> list[Application | BaseException]:
-        with store_errors("reading features"), self._pool.connection() as conn:
-            cursor = conn.execute(LATEST_MANY_SQL, (_id_array(user_ids),), prepare=self.prepare)
-            return _applications(user_ids, cursor.fetchall())
+        def read(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            ids = (_id_array(user_ids),)
+            return conn.execute(LATEST_MANY_SQL, ids, prepare=self.prepare).fetchall()
+
+        return _applications(
+            user_ids, run_once_more_if_broken(self._pool, "reading features", read)
+        )
 
 
 class PostgresPredictionSink:
     """:class:`~fraudscore.PredictionSink` on a blocking connection pool (autocommit).
 
     Records from concurrent threads are batched into one multi-row INSERT (one commit for the
-    batch); each caller returns once the statement holding its row has committed.
+    batch); each caller returns once the statement holding its row has committed. The insert
+    skips ids already stored, so the retry after a dead connection cannot duplicate a row.
     """
 
     def __init__(
@@ -280,10 +335,12 @@ class PostgresPredictionSink:
         self._batcher.close()
 
     def _record_many(self, predictions: Sequence[Prediction]) -> list[None]:
-        with store_errors("recording the prediction"), self._pool.connection() as conn:
-            conn.execute(
-                INSERT_PREDICTIONS_SQL, (_predictions_json(predictions),), prepare=self.prepare
-            )
+        rows = (_predictions_json(predictions),)
+
+        def insert(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(INSERT_PREDICTIONS_SQL, rows, prepare=self.prepare)
+
+        run_once_more_if_broken(self._pool, "recording the prediction", insert)
         return [None] * len(predictions)
 
 
@@ -314,11 +371,12 @@ class AsyncPostgresFeatureStore:
         return await self._batcher.submit(user_id)
 
     async def _latest_many(self, user_ids: Sequence[int]) -> list[Application | BaseException]:
-        with store_errors("reading features"):
-            async with self._pool.connection() as conn:
-                ids = (_id_array(user_ids),)
-                cursor = await conn.execute(LATEST_MANY_SQL, ids, prepare=self.prepare)
-                return _applications(user_ids, await cursor.fetchall())
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            ids = (_id_array(user_ids),)
+            return await (await conn.execute(LATEST_MANY_SQL, ids, prepare=self.prepare)).fetchall()
+
+        rows = await arun_once_more_if_broken(self._pool, "reading features", read)
+        return _applications(user_ids, rows)
 
 
 class AsyncPostgresPredictionSink:
@@ -348,10 +406,12 @@ class AsyncPostgresPredictionSink:
         await self._batcher.submit(prediction)
 
     async def _record_many(self, predictions: Sequence[Prediction]) -> list[None]:
-        with store_errors("recording the prediction"):
-            async with self._pool.connection() as conn:
-                rows = (_predictions_json(predictions),)
-                await conn.execute(INSERT_PREDICTIONS_SQL, rows, prepare=self.prepare)
+        rows = (_predictions_json(predictions),)
+
+        async def insert(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(INSERT_PREDICTIONS_SQL, rows, prepare=self.prepare)
+
+        await arun_once_more_if_broken(self._pool, "recording the prediction", insert)
         return [None] * len(predictions)
 
 
@@ -386,42 +446,6 @@ def _pool_options(
     }
 
 
-class _CheckAll:
-    """The blocking pool's ``check``: when one idle connection is broken, check all of them.
-
-    A database that restarted, or woke from scale-to-zero (Neon), has killed every pooled
-    connection. psycopg_pool sleeps 0, 1, 2, 4... seconds between failed checks, so a pool
-    holding three or more dead connections would time out the first request. Checking the
-    idle connections at once discards the dead ones and starts their replacements.
-    """
-
-    def __init__(self) -> None:
-        self.pool: psycopg_pool.ConnectionPool[Any] | None = None
-
-    def __call__(self, conn: psycopg.Connection[Any]) -> None:
-        try:
-            psycopg_pool.ConnectionPool.check_connection(conn)
-        except Exception:
-            if self.pool is not None:
-                self.pool.check()
-            raise
-
-
-class _AsyncCheckAll:
-    """The async twin of :class:`_CheckAll`."""
-
-    def __init__(self) -> None:
-        self.pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
-
-    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        try:
-            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
-        except Exception:
-            if self.pool is not None:
-                await self.pool.check()
-            raise
-
-
 def _open_wait_s(timeout_s: float, connect_timeout_s: int | None) -> float:
     """How long opening a pool may wait for its first connections (a cold start included)."""
     return max(timeout_s, connect_timeout_s or 0)
@@ -439,14 +463,16 @@ def open_pool(
     max_idle_s: float = 600.0,
     name: str = "fraudscore",
 ) -> psycopg_pool.ConnectionPool[Any]:
-    """A checked, bounded blocking pool; raises StoreUnavailable if none can be opened."""
+    """A bounded blocking pool; raises StoreUnavailable if none can be opened.
+
+    Connections are not checked on checkout (a round trip per use, ~12-24% of throughput
+    measured): the stores run :func:`run_once_more_if_broken` instead.
+    """
     with store_errors("opening the connection pool"):
         conninfo_to_dict(conninfo)  # a malformed string fails here, not in a logged retry loop
-    check = _CheckAll()
     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
         conninfo,
         name=name,
-        check=check,
         configure=configure_json,
         **_pool_options(
             min_size,
@@ -458,7 +484,6 @@ def open_pool(
             max_idle_s=max_idle_s,
         ),
     )
-    check.pool = pool
     with store_errors("opening the connection pool"):
         pool.open(wait=True, timeout=_open_wait_s(timeout_s, connect_timeout_s))
     return pool
@@ -479,11 +504,9 @@ async def open_async_pool(
     """The async twin of :func:`open_pool`."""
     with store_errors("opening the connection pool"):
         conninfo_to_dict(conninfo)
-    check = _AsyncCheckAll()
     pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
         conninfo,
         name=name,
-        check=check,
         configure=_async_configure,
         **_pool_options(
             min_size,
@@ -495,7 +518,6 @@ async def open_async_pool(
             max_idle_s=max_idle_s,
         ),
     )
-    check.pool = pool
     with store_errors("opening the connection pool"):
         await pool.open(wait=True, timeout=_open_wait_s(timeout_s, connect_timeout_s))
     return pool
