@@ -18,7 +18,7 @@ from fraudscore_adapters.baf import DatasetError, load_features
 from fraudscore_adapters.bulkload import copy_features
 from fraudscore_adapters.dataset import dataset_path, log, progress_printer
 from fraudscore_adapters.migrate import apply_migrations, rollback_migrations
-from fraudscore_adapters.postgres import store_errors
+from fraudscore_adapters.postgres import pooled_endpoint, store_errors
 from fraudscore_adapters.settings import Settings, SettingsError
 
 __all__ = ["main"]
@@ -51,15 +51,27 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
         raise DatasetError([], f"training on {data} failed (see above)")
 
 
+def _warn_if_pooled(url: str) -> None:
+    if pooled_endpoint(url):
+        log(
+            "warning: migrating through a pooler endpoint (-pooler): the advisory lock that "
+            "keeps concurrent runs apart needs a session; set MIGRATIONS_DATABASE_URL to the "
+            "direct endpoint"
+        )
+
+
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> None:
     """Apply pending migrations."""
-    applied = apply_migrations(_database_url(settings, migrations=True), settings.migrations_dir)
+    url = _database_url(settings, migrations=True)
+    _warn_if_pooled(url)
+    applied = apply_migrations(url, settings.migrations_dir)
     log(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> None:
     """Roll back the newest migration(s)."""
     url = _database_url(settings, migrations=True)
+    _warn_if_pooled(url)
     undone = rollback_migrations(url, settings.migrations_dir, count=args.count)
     log(f"rolled back {len(undone)} migration(s): {', '.join(undone) or 'none applied'}")
 

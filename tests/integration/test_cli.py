@@ -57,3 +57,15 @@ def test_load_features_without_a_database_url_says_so(
     monkeypatch.setenv("FRAUDSCORE_DATA_FILE", str(tmp_path / "none.csv"))
     assert cli.main(["migrate"]) == 2
     assert "DATABASE_URL is not set" in capsys.readouterr().err
+
+
+def test_migrating_through_a_pooler_warns(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@ep-x-pooler.localhost:1/db")
+    monkeypatch.setenv("FRAUDSCORE_CONNECT_TIMEOUT_S", "1")
+    assert cli.main(["migrate"]) == 2  # nothing listens there
+    err = capsys.readouterr().err
+    assert "set MIGRATIONS_DATABASE_URL to the direct endpoint" in err
+    assert "u:pw@" not in err
