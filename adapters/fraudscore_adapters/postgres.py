@@ -266,8 +266,9 @@ class PostgresFeatureStore:
     """:class:`~fraudscore.FeatureRepository` on a blocking connection pool.
 
     Lookups from concurrent threads are batched into one ``user_id = ANY(...)`` query
-    (:class:`~fraudscore_adapters.batching.ThreadBatcher`), at most ``concurrency`` at once; a
-    lone lookup runs at once. :meth:`close` stops the batching threads.
+    (:class:`~fraudscore_adapters.batching.ThreadBatcher`), ``concurrency`` batches at once
+    (one by default, so batches grow with load); a lone lookup runs at once. :meth:`close`
+    stops the batching threads.
     """
 
     def __init__(
@@ -275,7 +276,7 @@ class PostgresFeatureStore:
         pool: psycopg_pool.ConnectionPool[Any],
         *,
         max_batch: int = 128,
-        concurrency: int = 2,
+        concurrency: int = 1,
         prepare: bool = True,
     ) -> None:
         self._pool = pool
@@ -316,7 +317,7 @@ class PostgresPredictionSink:
         pool: psycopg_pool.ConnectionPool[Any],
         *,
         max_batch: int = 256,
-        concurrency: int = 2,
+        concurrency: int = 1,
         prepare: bool = True,
     ) -> None:
         self._pool = pool
@@ -356,7 +357,7 @@ class AsyncPostgresFeatureStore:
         pool: psycopg_pool.AsyncConnectionPool[Any],
         *,
         max_batch: int = 128,
-        concurrency: int = 2,
+        concurrency: int = 1,
         prepare: bool = True,
     ) -> None:
         self._pool = pool
@@ -391,7 +392,7 @@ class AsyncPostgresPredictionSink:
         pool: psycopg_pool.AsyncConnectionPool[Any],
         *,
         max_batch: int = 256,
-        concurrency: int = 2,
+        concurrency: int = 1,
         prepare: bool = True,
     ) -> None:
         self._pool = pool
