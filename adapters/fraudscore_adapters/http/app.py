@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter
@@ -94,19 +95,10 @@ class _Holder:
     runtime: Runtime
 
 
-def create_app(
-    runtime: RuntimeFactory,
-    *,
-    retry_after_s: int = 1,
-    sync_threads: int = 64,
-    debug: bool = False,
-) -> Litestar:
-    """The HTTP application; ``runtime`` is entered in the lifespan and left on shutdown.
-
-    ``sync_threads`` worker threads serve the sync route (asyncio's default is cpu + 4: far
-    too few for requests that mostly wait on the database and on batched model calls).
-    """
-    holder = _Holder()
+def _lifespan(
+    holder: _Holder, runtime: RuntimeFactory, sync_threads: int
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """Enter the runtime for the app's life, with the sync route's own thread pool."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -121,6 +113,10 @@ def create_app(
         finally:
             threads.shutdown(wait=False, cancel_futures=True)
 
+    return lifespan
+
+
+def _health_routes(holder: _Holder) -> list[HTTPRouteHandler]:
     @get("/healthcheck", media_type=MediaType.TEXT, tags=["health"], sync_to_thread=False)
     def healthcheck() -> str:
         """Liveness: the process answers."""
@@ -138,6 +134,10 @@ def create_app(
         body = Readiness("ready" if ready else "not ready", checks)
         return Response(body, status_code=200 if ready else 503)
 
+    return [healthcheck, readyz]
+
+
+def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
     @post(
         "/predict/sync/{user_id:str}",
         status_code=200,
@@ -160,10 +160,26 @@ def create_app(
         prediction = await holder.runtime.async_service.predict(user_id, route="async")
         return PredictionOut.of(prediction)
 
+    return [predict_sync, predict_async]
+
+
+def create_app(
+    runtime: RuntimeFactory,
+    *,
+    retry_after_s: int = 1,
+    sync_threads: int = 64,
+    debug: bool = False,
+) -> Litestar:
+    """The HTTP application; ``runtime`` is entered in the lifespan and left on shutdown.
+
+    ``sync_threads`` worker threads serve the sync route (asyncio's default is cpu + 4: far
+    too few for requests that mostly wait on the database and on batched model calls).
+    """
+    holder = _Holder()
     app = Litestar(
-        route_handlers=[healthcheck, readyz, predict_sync, predict_async],
+        route_handlers=[*_health_routes(holder), *_predict_routes(holder)],
         before_request=_refuse_bodies,
-        lifespan=[lifespan],
+        lifespan=[_lifespan(holder, runtime, sync_threads)],
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(title="fraudscore", version="0.1.0"),
