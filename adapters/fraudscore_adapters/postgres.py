@@ -181,19 +181,13 @@ def _named(features: object, version: str) -> dict[str, object]:
 
 
 def _application_or_error(user_id: int, row: tuple[Any, ...] | None) -> Application | BaseException:
-    try:
-        return _application(user_id, row)
-    except (UnknownUser, InvalidFeatures) as exc:
-        return exc
-
-
-def _application(user_id: int, row: tuple[Any, ...] | None) -> Application:
+    """The stored application of ``user_id``, or the error its caller gets instead."""
     if row is None:
-        raise UnknownUser(user_id)
+        return UnknownUser(user_id)
     try:
         return Application.parse(_named(row[0], row[1]))
     except InvalidFeatures as exc:
-        raise exc.for_user(user_id) from None
+        return exc.for_user(user_id)
 
 
 def _applications(
