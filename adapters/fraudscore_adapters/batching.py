@@ -1,9 +1,10 @@
-"""Micro-batching for the async path: many concurrent single calls, one batched call.
+"""Micro-batching: many concurrent single calls, one batched call.
 
-Callers ``await batcher.submit(item)``; items that arrive while a batch is in flight wait for
-the next one, so batches grow with load and cost nothing when it is quiet (a lone request is
-a batch of one, sent at once). Each caller gets its own result, or its own exception; a fault
-of the whole batch reaches every caller in it. Nothing here blocks the event loop.
+:class:`MicroBatcher` serves callers on an event loop (``await batcher.submit(item)``, never
+blocking the loop), :class:`ThreadBatcher` callers in worker threads. Items that arrive while
+a batch is in flight wait for the next one, so batches grow with load and cost nothing when it
+is quiet (a lone call is a batch of one, sent at once). Each caller gets its own result, or its
+own exception; a fault of the whole batch reaches every caller in it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import queue
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from fraudscore import Application, ModelUnavailable, Scores
 from fraudscore.ports import Scorer
@@ -28,6 +29,7 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+R_contra = TypeVar("R_contra", contravariant=True)
 
 BatchFunction = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 """Takes a batch, returns one result or exception per item, in order."""
@@ -71,24 +73,15 @@ class MicroBatcher(Generic[T, R]):
         self._dispatch()
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        futures = [future for _, future in batch]
         try:
-            results = await self._function([item for item, _ in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch of {len(batch)} got {len(results)} results")
+            results = _checked(len(batch), await self._function([item for item, _ in batch]))
         except BaseException as exc:  # every caller of the batch gets the batch's fault
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(futures, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller went away (cancelled)
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        _settle(futures, results)
 
 
 class ThreadBatcher(Generic[T, R]):
@@ -156,15 +149,40 @@ def _resolve(
     batch: Sequence[tuple[T, Future[R]]],
     function: Callable[[Sequence[T]], Sequence[R | BaseException]],
 ) -> None:
+    futures = [future for _, future in batch]
     try:
-        results = function([item for item, _ in batch])
-        if len(results) != len(batch):
-            raise RuntimeError(f"batch of {len(batch)} got {len(results)} results")
+        results = _checked(len(batch), function([item for item, _ in batch]))
     except Exception as exc:  # every caller of the batch gets the batch's fault
-        for _, future in batch:
-            future.set_exception(exc)
+        _fail(futures, exc)
         return
-    for (_, future), result in zip(batch, results, strict=True):
+    _settle(futures, results)
+
+
+class _Promise(Protocol[R_contra]):
+    """What asyncio and concurrent.futures futures share, for settling either kind."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: R_contra, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+def _checked(size: int, results: Sequence[R | BaseException]) -> Sequence[R | BaseException]:
+    if len(results) != size:
+        raise RuntimeError(f"batch of {size} got {len(results)} results")
+    return results
+
+
+def _fail(futures: Sequence[_Promise[R]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
+
+
+def _settle(futures: Sequence[_Promise[R]], results: Sequence[R | BaseException]) -> None:
+    """Each caller's own result or exception; a caller that went away is skipped."""
+    for future, result in zip(futures, results, strict=True):
+        if future.done():
+            continue
         if isinstance(result, BaseException):
             future.set_exception(result)
         else:
