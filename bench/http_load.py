@@ -40,7 +40,7 @@ from psycopg import sql
 from fraudscore import FEATURE_NAMES
 from fraudscore_adapters.baf import load_features, read_table
 from fraudscore_adapters.bulkload import copy_features
-from fraudscore_adapters.dataset import dataset_path
+from fraudscore_adapters.dataset import dataset_path, log
 from fraudscore_adapters.migrate import apply_migrations
 from fraudscore_adapters.settings import Settings
 
@@ -67,10 +67,6 @@ class Run:
     @property
     def rows_ok(self) -> bool:
         return 0 <= self.rows - self.two_xx <= self.conns
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def with_db(url: str, name: str) -> str:

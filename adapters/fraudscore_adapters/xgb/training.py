@@ -25,6 +25,7 @@ from xgboost import XGBClassifier
 
 from fraudscore import FEATURE_NAMES
 from fraudscore_adapters.baf import load_features
+from fraudscore_adapters.dataset import log as stderr_log
 from fraudscore_adapters.xgb.artifacts import (
     MODEL_FILE,
     PREPROCESSOR_FILE,
@@ -70,11 +71,6 @@ OLDER_AGE = 50
 Log = Callable[[str], None]
 Labels = npt.NDArray[np.int8]
 Matrix = npt.NDArray[np.float64]
-
-
-def stderr_log(message: str) -> None:
-    """Print a progress line to stderr, flushed."""
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True, slots=True)
