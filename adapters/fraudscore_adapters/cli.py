@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -153,7 +154,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
         log(f"  curl -s -X POST {base}/predict/sync/{user_id}")
     log(f"  curl -s -X POST {base}/predict/async/42")
     log(f"  curl -s {base}/readyz        # and the API docs: {base}/schema/swagger")
-    cmd_serve(settings, args)
+    # Serve from a fresh process image: the server forks its workers, and a fork of a process
+    # whose polars/OpenMP thread pools have run (generating data, training) can deadlock in
+    # the child. Measured: the worker hung at startup on every fresh-clone `make run`.
+    os.execv(sys.executable, [sys.executable, "-m", "fraudscore_adapters", "serve"])
 
 
 COMMANDS = {
