@@ -5,7 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from fraudscore import Application, ModelUnavailable, Prediction, Scores, StoreUnavailable
+from fraudscore import (
+    Application,
+    FraudscoreError,
+    ModelUnavailable,
+    Prediction,
+    Scores,
+    StoreUnavailable,
+)
+from fraudscore.ports import AsyncFeatureRepository, FeatureRepository
 
 RAW_APPLICATION: dict[str, object] = {
     "income": 0.30000000000000004,
@@ -99,8 +107,24 @@ class DownSink:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def record(self, prediction: Prediction) -> None:
+    def record_many(self, predictions: Sequence[Prediction]) -> None:
         """Fail like a store that cannot be reached."""
         with self.lock:
             self.calls += 1
         raise StoreUnavailable("connection refused")
+
+
+def latest(store: FeatureRepository, user_id: int) -> Application:
+    """One user's application through the batch port; raise its error."""
+    (found,) = store.latest_many([user_id])
+    if isinstance(found, FraudscoreError):
+        raise found
+    return found
+
+
+async def alatest(store: AsyncFeatureRepository, user_id: int) -> Application:
+    """:func:`latest` through the async port."""
+    (found,) = await store.latest_many([user_id])
+    if isinstance(found, FraudscoreError):
+        raise found
+    return found

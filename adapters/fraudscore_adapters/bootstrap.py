@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager, closing
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +28,9 @@ from fraudscore.ports import (
 )
 from fraudscore_adapters import memory, postgres
 from fraudscore_adapters.baf import load_features
-from fraudscore_adapters.batching import AsyncBatchingScorer, BatchingScorer
+from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.dataset import dataset_path
-from fraudscore_adapters.http import Runtime, create_app
+from fraudscore_adapters.http import Batching, Runtime, create_app
 from fraudscore_adapters.settings import Settings
 from fraudscore_adapters.xgb import XGBScorer
 
@@ -114,14 +114,12 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
             return {"model": "ok", "store": str(exc)}
         return {"model": "ok", "store": "ok"}
 
-    # One batch in flight per stage, so batches grow with load: with 4 in flight the batches
-    # averaged ~2 requests and each request cost about twice the CPU (measured in-process).
-    batching = {"concurrency": 1, "prepare": options["prepare"]}
+    prepare = options["prepare"]
     return _Stores(
-        stack.enter_context(closing(postgres.PostgresFeatureStore(pool, **batching))),
-        stack.enter_context(closing(postgres.PostgresPredictionSink(pool, **batching))),
-        postgres.AsyncPostgresFeatureStore(apool, **batching),
-        postgres.AsyncPostgresPredictionSink(apool, **batching),
+        postgres.PostgresFeatureStore(pool, prepare=prepare),
+        postgres.PostgresPredictionSink(pool, prepare=prepare),
+        postgres.AsyncPostgresFeatureStore(apool, prepare=prepare),
+        postgres.AsyncPostgresPredictionSink(apool, prepare=prepare),
         checks,
     )
 
@@ -131,20 +129,16 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Load the model, open the stores, yield the wired services; close all on exit."""
     async with AsyncExitStack() as stack:
         scorer = await asyncio.to_thread(XGBScorer.load, settings.artifact_dir)
-        batching = BatchingScorer(scorer, max_batch=settings.max_batch)
-        stack.callback(batching.close)
-        async_batching = AsyncBatchingScorer(scorer, max_batch=settings.max_batch)
-        stack.callback(async_batching.close)
+        threaded = ThreadScorer(scorer)
+        stack.callback(threaded.close)
         if settings.database_url:
             stores = await _postgres_stores(settings, settings.database_url, stack)
         else:
             stores = await asyncio.to_thread(_memory_stores, settings)
         yield Runtime(
-            service=ScoringService(features=stores.features, sink=stores.sink, scorer=batching),
+            service=ScoringService(features=stores.features, sink=stores.sink, scorer=scorer),
             async_service=AsyncScoringService(
-                features=stores.async_features,
-                sink=stores.async_sink,
-                scorer=async_batching,
+                features=stores.async_features, sink=stores.async_sink, scorer=threaded
             ),
             checks=stores.checks,
             info={"model_version": scorer.model_version},
@@ -153,7 +147,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
 def build_app(settings: Settings) -> Litestar:
     """The HTTP app for ``settings``."""
-    return create_app(lambda: runtime(settings), retry_after_s=settings.retry_after_s)
+    return create_app(
+        lambda: runtime(settings),
+        retry_after_s=settings.retry_after_s,
+        batching=Batching(settings.max_batch, settings.batch_concurrency),
+    )
 
 
 def app_from_env() -> Litestar:

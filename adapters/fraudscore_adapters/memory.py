@@ -120,11 +120,23 @@ class MemoryFeatureStore:
 
     def latest(self, user_id: int) -> Application:
         """The newest application of ``user_id``; raise UnknownUser."""
-        for segment in reversed(self._segments):
+        found = self._find(user_id, self._segments)
+        if isinstance(found, UnknownUser):
+            raise found
+        return found
+
+    def latest_many(self, user_ids: Sequence[int]) -> list[Application | UnknownUser]:
+        """The newest application of each user, in order; UnknownUser for the ones it lacks."""
+        segments = self._segments  # one consistent view for the whole batch
+        return [self._find(uid, segments) for uid in user_ids]
+
+    @staticmethod
+    def _find(user_id: int, segments: tuple[_Segment, ...]) -> Application | UnknownUser:
+        for segment in reversed(segments):
             row = segment.find(user_id)
             if row is not None:
                 return _decode(row)
-        raise UnknownUser(user_id)
+        return UnknownUser(user_id)
 
     def add(self, user_id: int, application: Application) -> None:
         """Store a new version of one user's application."""
@@ -177,11 +189,11 @@ class MemoryPredictionSink:
         self._lock = threading.Lock()
         self.total = 0
 
-    def record(self, prediction: Prediction) -> None:
-        """Keep ``prediction``."""
+    def record_many(self, predictions: Sequence[Prediction]) -> None:
+        """Keep ``predictions``."""
         with self._lock:
-            self._records.append(prediction)
-            self.total += 1
+            self._records.extend(predictions)
+            self.total += len(predictions)
 
     @property
     def records(self) -> tuple[Prediction, ...]:
@@ -196,9 +208,9 @@ class AsyncMemoryFeatureStore:
     def __init__(self, store: MemoryFeatureStore) -> None:
         self._store = store
 
-    async def latest(self, user_id: int) -> Application:
-        """The newest application of ``user_id``; raise UnknownUser."""
-        return self._store.latest(user_id)
+    async def latest_many(self, user_ids: Sequence[int]) -> list[Application | UnknownUser]:
+        """The newest application of each user, in order; UnknownUser for the ones it lacks."""
+        return self._store.latest_many(user_ids)
 
 
 class AsyncMemoryPredictionSink:
@@ -207,6 +219,6 @@ class AsyncMemoryPredictionSink:
     def __init__(self, sink: MemoryPredictionSink) -> None:
         self._sink = sink
 
-    async def record(self, prediction: Prediction) -> None:
-        """Keep ``prediction``."""
-        self._sink.record(prediction)
+    async def record_many(self, predictions: Sequence[Prediction]) -> None:
+        """Keep ``predictions``."""
+        self._sink.record_many(predictions)

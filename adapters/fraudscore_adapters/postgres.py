@@ -33,13 +33,13 @@ from psycopg.types.json import set_json_loads
 from fraudscore import (
     FEATURE_NAMES,
     Application,
+    FraudscoreError,
     InvalidFeatures,
     Prediction,
     StoreUnavailable,
     UnknownUser,
 )
 from fraudscore.schema import FieldProblem
-from fraudscore_adapters.batching import MicroBatcher, ThreadBatcher
 from fraudscore_adapters.settings import PREPARED_STATEMENT_MODES
 
 __all__ = [
@@ -180,7 +180,9 @@ def _named(features: object, version: str) -> dict[str, object]:
     return dict(zip(layout, features, strict=True))
 
 
-def _application_or_error(user_id: int, row: tuple[Any, ...] | None) -> Application | BaseException:
+def _application_or_error(
+    user_id: int, row: tuple[Any, ...] | None
+) -> Application | FraudscoreError:
     """The stored application of ``user_id``, or the error its caller gets instead."""
     if row is None:
         return UnknownUser(user_id)
@@ -192,7 +194,7 @@ def _application_or_error(user_id: int, row: tuple[Any, ...] | None) -> Applicat
 
 def _applications(
     user_ids: Sequence[int], rows: Sequence[tuple[Any, ...]]
-) -> list[Application | BaseException]:
+) -> list[Application | FraudscoreError]:
     """Each user's application (or its error) from ``(user_id, features, version)`` rows."""
     by_user = {row[0]: row[1:] for row in rows}
     return [_application_or_error(uid, by_user.get(uid)) for uid in user_ids]
@@ -259,36 +261,18 @@ async def arun_once_more_if_broken(
 class PostgresFeatureStore:
     """:class:`~fraudscore.FeatureRepository` on a blocking connection pool.
 
-    Lookups from concurrent threads are batched into one ``user_id = ANY(...)`` query
-    (:class:`~fraudscore_adapters.batching.ThreadBatcher`), ``concurrency`` batches at once
-    (one by default, so batches grow with load); a lone lookup runs at once. :meth:`close`
-    stops the batching threads.
+    A batch of users is one ``user_id = ANY(...)`` query (about a third of the CPU of one query
+    per user, measured); the caller decides how many users a batch holds.
     """
 
-    def __init__(
-        self,
-        pool: psycopg_pool.ConnectionPool[Any],
-        *,
-        max_batch: int = 128,
-        concurrency: int = 1,
-        prepare: bool = True,
-    ) -> None:
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, prepare: bool = True) -> None:
         self._pool = pool
         self.prepare = prepare
         """Prepare the query on the server (off behind a transaction-mode pooler)."""
-        self._batcher: ThreadBatcher[int, Application] = ThreadBatcher(
-            self._latest_many, max_batch=max_batch, concurrency=concurrency, name="pg-read"
-        )
 
-    def latest(self, user_id: int) -> Application:
-        """The newest stored application of ``user_id``."""
-        return self._batcher.call(user_id)
+    def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
+        """The newest stored application of each user (or its error), in order."""
 
-    def close(self) -> None:
-        """Stop the batching threads."""
-        self._batcher.close()
-
-    def _latest_many(self, user_ids: Sequence[int]) -> list[Application | BaseException]:
         def read(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             ids = (_id_array(user_ids),)
             return conn.execute(LATEST_MANY_SQL, ids, prepare=self.prepare).fetchall()
@@ -301,71 +285,39 @@ class PostgresFeatureStore:
 class PostgresPredictionSink:
     """:class:`~fraudscore.PredictionSink` on a blocking connection pool (autocommit).
 
-    Records from concurrent threads are batched into one multi-row INSERT (one commit for the
-    batch); each caller returns once the statement holding its row has committed. The insert
-    skips ids already stored, so the retry after a dead connection cannot duplicate a row.
+    A batch is one multi-row INSERT, one commit, one WAL flush; it returns once that commit is
+    done. The insert skips ids already stored, so the retry after a dead connection cannot
+    duplicate a row.
     """
 
-    def __init__(
-        self,
-        pool: psycopg_pool.ConnectionPool[Any],
-        *,
-        max_batch: int = 256,
-        concurrency: int = 1,
-        prepare: bool = True,
-    ) -> None:
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, prepare: bool = True) -> None:
         self._pool = pool
         self.prepare = prepare
         """Prepare the insert on the server (off behind a transaction-mode pooler)."""
-        self._batcher: ThreadBatcher[Prediction, None] = ThreadBatcher(
-            self._record_many, max_batch=max_batch, concurrency=concurrency, name="pg-write"
-        )
 
-    def record(self, prediction: Prediction) -> None:
-        """Insert ``prediction``; returns once the row is committed."""
-        self._batcher.call(prediction)
-
-    def close(self) -> None:
-        """Stop the batching threads."""
-        self._batcher.close()
-
-    def _record_many(self, predictions: Sequence[Prediction]) -> list[None]:
+    def record_many(self, predictions: Sequence[Prediction]) -> None:
+        """Insert ``predictions``; returns once their rows are committed."""
         rows = (_predictions_json(predictions),)
 
         def insert(conn: psycopg.Connection[Any]) -> None:
             conn.execute(INSERT_PREDICTIONS_SQL, rows, prepare=self.prepare)
 
-        run_once_more_if_broken(self._pool, "recording the prediction", insert)
-        return [None] * len(predictions)
+        run_once_more_if_broken(self._pool, "recording predictions", insert)
 
 
 class AsyncPostgresFeatureStore:
-    """:class:`~fraudscore.AsyncFeatureRepository` on an async pool.
-
-    Concurrent lookups are micro-batched into one ``user_id = ANY(...)`` query per batch
-    (about a third of the CPU of one query per user), at most ``concurrency`` queries at once.
-    """
+    """:class:`~fraudscore.AsyncFeatureRepository` on an async pool (same query per batch)."""
 
     def __init__(
-        self,
-        pool: psycopg_pool.AsyncConnectionPool[Any],
-        *,
-        max_batch: int = 128,
-        concurrency: int = 1,
-        prepare: bool = True,
+        self, pool: psycopg_pool.AsyncConnectionPool[Any], *, prepare: bool = True
     ) -> None:
         self._pool = pool
         self.prepare = prepare
         """Prepare the query on the server (off behind a transaction-mode pooler)."""
-        self._batcher: MicroBatcher[int, Application] = MicroBatcher(
-            self._latest_many, max_batch=max_batch, concurrency=concurrency
-        )
 
-    async def latest(self, user_id: int) -> Application:
-        """The newest stored application of ``user_id``."""
-        return await self._batcher.submit(user_id)
+    async def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
+        """The newest stored application of each user (or its error), in order."""
 
-    async def _latest_many(self, user_ids: Sequence[int]) -> list[Application | BaseException]:
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             ids = (_id_array(user_ids),)
             return await (await conn.execute(LATEST_MANY_SQL, ids, prepare=self.prepare)).fetchall()
@@ -375,39 +327,23 @@ class AsyncPostgresFeatureStore:
 
 
 class AsyncPostgresPredictionSink:
-    """:class:`~fraudscore.AsyncPredictionSink` on an async pool.
-
-    Concurrent records are micro-batched into one multi-row INSERT (one commit, one WAL flush
-    per batch); every caller returns only once the statement holding its row has committed.
-    """
+    """:class:`~fraudscore.AsyncPredictionSink` on an async pool (same INSERT per batch)."""
 
     def __init__(
-        self,
-        pool: psycopg_pool.AsyncConnectionPool[Any],
-        *,
-        max_batch: int = 256,
-        concurrency: int = 1,
-        prepare: bool = True,
+        self, pool: psycopg_pool.AsyncConnectionPool[Any], *, prepare: bool = True
     ) -> None:
         self._pool = pool
         self.prepare = prepare
         """Prepare the insert on the server (off behind a transaction-mode pooler)."""
-        self._batcher: MicroBatcher[Prediction, None] = MicroBatcher(
-            self._record_many, max_batch=max_batch, concurrency=concurrency
-        )
 
-    async def record(self, prediction: Prediction) -> None:
-        """Insert ``prediction``; returns once the row is committed."""
-        await self._batcher.submit(prediction)
-
-    async def _record_many(self, predictions: Sequence[Prediction]) -> list[None]:
+    async def record_many(self, predictions: Sequence[Prediction]) -> None:
+        """Insert ``predictions``; returns once their rows are committed."""
         rows = (_predictions_json(predictions),)
 
         async def insert(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(INSERT_PREDICTIONS_SQL, rows, prepare=self.prepare)
 
-        await arun_once_more_if_broken(self._pool, "recording the prediction", insert)
-        return [None] * len(predictions)
+        await arun_once_more_if_broken(self._pool, "recording predictions", insert)
 
 
 def _pool_options(

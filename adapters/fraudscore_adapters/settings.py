@@ -17,6 +17,7 @@ __all__ = ["ENV_PREFIX", "PREPARED_STATEMENT_MODES", "Settings", "SettingsError"
 ENV_PREFIX = "FRAUDSCORE_"
 PREPARED_STATEMENT_MODES = ("auto", "on", "off")
 _CHOICES: dict[str, tuple[str, ...]] = {"prepared_statements": PREPARED_STATEMENT_MODES}
+_AT_LEAST_ONE = ("workers", "max_batch", "batch_concurrency", "pool_max_size", "memory_predictions")
 
 
 class SettingsError(ValueError):
@@ -77,7 +78,10 @@ class Settings:
     """``granian`` (default, Rust HTTP) or ``uvicorn``."""
     workers: int = 1
     max_batch: int = 128
-    """Most applications scored in one model call on the async route."""
+    """Most requests a predict route serves in one batch (one read, one model call, one
+    commit)."""
+    batch_concurrency: int = 1
+    """Batches in flight at once per predict route (per worker)."""
     retry_after_s: int = 1
     """The ``Retry-After`` of a 503 (store or model unavailable)."""
     memory_predictions: int = 100_000
@@ -116,6 +120,8 @@ class Settings:
             values[name] = _convert(key, raw, cls.__annotations__[name])
             if name in _CHOICES and raw not in _CHOICES[name]:
                 raise SettingsError(f"{key}={raw!r}: use one of {', '.join(_CHOICES[name])}")
+            if name in _AT_LEAST_ONE and values[name] < 1:  # type: ignore[operator]
+                raise SettingsError(f"{key}={raw!r}: must be at least 1")
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -37,7 +37,7 @@ from fraudscore.schema import (
     Missing,
     Value,
 )
-from fraudscore.service import AsyncScoringService, ScoringService, utc_now
+from fraudscore.service import AsyncScoringService, Outcome, ScoringService, utc_now
 
 __all__ = [
     "FEATURES",
@@ -57,6 +57,7 @@ __all__ = [
     "Kind",
     "Missing",
     "ModelUnavailable",
+    "Outcome",
     "Prediction",
     "PredictionSink",
     "Scorer",

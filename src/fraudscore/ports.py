@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from fraudscore.domain import Application, Prediction, Scores
+from fraudscore.errors import FraudscoreError
 
 __all__ = [
     "AsyncFeatureRepository",
@@ -22,36 +23,38 @@ __all__ = [
 
 
 class FeatureRepository(Protocol):
-    """Where validated applications are kept, newest version per user."""
+    """Where validated applications are kept, newest version per user. Batch-first."""
 
-    def latest(self, user_id: int) -> Application:
-        """The newest application of ``user_id``; raise UnknownUser, InvalidFeatures or
-        StoreUnavailable."""
+    def latest_many(self, user_ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
+        """The newest application of each user, in order; UnknownUser or InvalidFeatures in
+        place of the users it cannot give. Raise StoreUnavailable if it cannot answer."""
         ...
 
 
 class AsyncFeatureRepository(Protocol):
     """The async face of :class:`FeatureRepository`."""
 
-    async def latest(self, user_id: int) -> Application:
-        """The newest application of ``user_id``; raise UnknownUser, InvalidFeatures or
-        StoreUnavailable."""
+    async def latest_many(self, user_ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
+        """The newest application of each user, in order; UnknownUser or InvalidFeatures in
+        place of the users it cannot give. Raise StoreUnavailable if it cannot answer."""
         ...
 
 
 class PredictionSink(Protocol):
     """Where answered predictions are recorded, durably, before the answer leaves."""
 
-    def record(self, prediction: Prediction) -> None:
-        """Persist ``prediction``; return only once it is stored, or raise StoreUnavailable."""
+    def record_many(self, predictions: Sequence[Prediction]) -> None:
+        """Persist all ``predictions``; return only once they are stored (all of them, in one
+        commit), or raise StoreUnavailable."""
         ...
 
 
 class AsyncPredictionSink(Protocol):
     """The async face of :class:`PredictionSink`."""
 
-    async def record(self, prediction: Prediction) -> None:
-        """Persist ``prediction``; return only once it is stored, or raise StoreUnavailable."""
+    async def record_many(self, predictions: Sequence[Prediction]) -> None:
+        """Persist all ``predictions``; return only once they are stored (all of them, in one
+        commit), or raise StoreUnavailable."""
         ...
 
 

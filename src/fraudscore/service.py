@@ -1,17 +1,19 @@
 """The scoring use case: fetch the newest features, score them, record the prediction.
 
-The steps and every rule between them live in :class:`_Steps`; the two faces below only
-differ in how they wait for I/O (blocking calls, or ``await`` on the event loop).
+Batch-first: :meth:`ScoringService.predict_many` serves many users with one store read, one
+model call and one write, and gives each user its own prediction or its own error; ``predict``
+is a batch of one. The steps and every rule between them live in :class:`_Batch`; the two
+faces below only differ in how they wait for I/O (blocking calls, or ``await`` on the loop).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from fraudscore.domain import Prediction, Scores, is_fraud, parse_user_id
-from fraudscore.errors import ModelUnavailable
+from fraudscore.domain import Application, Prediction, Scores, is_fraud, parse_user_id
+from fraudscore.errors import FraudscoreError, ModelUnavailable, StoreUnavailable
 from fraudscore.ports import (
     AsyncFeatureRepository,
     AsyncPredictionSink,
@@ -21,10 +23,12 @@ from fraudscore.ports import (
     Scorer,
 )
 
-__all__ = ["AsyncScoringService", "Clock", "IdFactory", "ScoringService", "utc_now"]
+__all__ = ["AsyncScoringService", "Clock", "IdFactory", "Outcome", "ScoringService", "utc_now"]
 
 Clock = Callable[[], datetime]
 IdFactory = Callable[[], uuid.UUID]
+Outcome = Prediction | FraudscoreError
+"""What one user of a batch gets: the recorded prediction, or the error that stopped it."""
 
 
 def utc_now() -> datetime:
@@ -32,31 +36,97 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Steps:
-    """The pure parts of the use case, shared by both faces."""
+class _Batch:
+    """One batch on its way through the steps, each user's outcome kept by position.
 
-    __slots__ = ("_clock", "_new_id")
+    A fault of one user (bad id, unknown user, invalid features, a score that is not a
+    probability) settles that user only; a fault of a whole step (store down, model broken)
+    settles every user still in flight. A prediction becomes an outcome only once recorded.
+    """
 
-    def __init__(self, clock: Clock, new_id: IdFactory) -> None:
+    __slots__ = ("_clock", "_flight", "_ids", "_new_id", "_outcomes", "_predictions", "_route")
+
+    def __init__(
+        self, user_ids: Sequence[int | str], route: str, clock: Clock, new_id: IdFactory
+    ) -> None:
+        self._route = route
         self._clock = clock
         self._new_id = new_id
+        self._outcomes: list[Outcome | None] = [None] * len(user_ids)
+        self._ids: list[int] = [0] * len(user_ids)
+        self._flight: list[int] = []
+        self._predictions: list[Prediction] = []
+        for i, raw in enumerate(user_ids):
+            try:
+                self._ids[i] = parse_user_id(raw)
+            except FraudscoreError as exc:
+                self._outcomes[i] = exc
+            else:
+                self._flight.append(i)
 
-    def prediction(self, user_id: int, scores: Scores, route: str) -> Prediction:
-        """Turn the scores of a batch of one into the prediction to record and return."""
-        if len(scores.probabilities) != 1:
-            got = len(scores.probabilities)
-            raise ModelUnavailable(f"scorer returned {got} scores for 1 application")
-        probability = scores.probability(0)
-        return Prediction(
-            prediction_id=self._new_id(),
-            user_id=user_id,
-            probability=probability,
-            is_fraud=is_fraud(probability, scores.threshold),
-            threshold=scores.threshold,
-            model_version=scores.model_version,
-            route=route,
-            created_at=self._clock(),
-        )
+    def ids(self) -> list[int]:
+        """The ids to look up, in flight order."""
+        return [self._ids[i] for i in self._flight]
+
+    def found(self, results: Sequence[Application | FraudscoreError]) -> list[Application]:
+        """Take the store's answer (one per id, in order); the applications to score."""
+        _check_count(len(results), len(self._flight), "feature store", StoreUnavailable)
+        applications, flight = [], []
+        for i, result in zip(self._flight, results, strict=True):
+            if isinstance(result, Application):
+                applications.append(result)
+                flight.append(i)
+            else:
+                self._outcomes[i] = result
+        self._flight = flight
+        return applications
+
+    def scored(self, scores: Scores) -> list[Prediction]:
+        """Take the model's answer (one per application, in order); the predictions to record."""
+        _check_count(len(scores.probabilities), len(self._flight), "scorer", ModelUnavailable)
+        now = self._clock()
+        flight = []
+        for index, i in enumerate(self._flight):
+            try:
+                probability = scores.probability(index)
+            except ModelUnavailable as exc:
+                self._outcomes[i] = exc
+                continue
+            flight.append(i)
+            self._predictions.append(
+                Prediction(
+                    prediction_id=self._new_id(),
+                    user_id=self._ids[i],
+                    probability=probability,
+                    is_fraud=is_fraud(probability, scores.threshold),
+                    threshold=scores.threshold,
+                    model_version=scores.model_version,
+                    route=self._route,
+                    created_at=now,
+                )
+            )
+        self._flight = flight
+        return self._predictions
+
+    def fail(self, exc: FraudscoreError) -> None:
+        """``exc`` settles every user still in flight."""
+        for i in self._flight:
+            self._outcomes[i] = exc
+        self._flight, self._predictions = [], []
+
+    def outcomes(self) -> list[Outcome]:
+        """Every user's outcome, the predictions still in flight being recorded now."""
+        for i, prediction in zip(self._flight, self._predictions, strict=True):
+            self._outcomes[i] = prediction
+        self._flight = []
+        return self._outcomes  # type: ignore[return-value]  # every position is settled
+
+
+def _check_count(
+    got: int, want: int, part: str, error: type[StoreUnavailable | ModelUnavailable]
+) -> None:
+    if got != want:
+        raise error(f"{part} returned {got} results for {want}")
 
 
 class ScoringService:
@@ -74,7 +144,8 @@ class ScoringService:
         self._features = features
         self._sink = sink
         self._scorer = scorer
-        self._steps = _Steps(clock, new_id)
+        self._clock = clock
+        self._new_id = new_id
 
     def predict(self, user_id: int | str, *, route: str = "library") -> Prediction:
         """Score the newest application of ``user_id``, record the prediction, return it.
@@ -82,11 +153,25 @@ class ScoringService:
         Raises InvalidUserId, UnknownUser, InvalidFeatures, StoreUnavailable, ModelUnavailable.
         Nothing is recorded unless scoring succeeded; nothing is returned unless it was recorded.
         """
-        uid = parse_user_id(user_id)
-        application = self._features.latest(uid)
-        prediction = self._steps.prediction(uid, self._scorer.score((application,)), route)
-        self._sink.record(prediction)
-        return prediction
+        return _one(self.predict_many((user_id,), route=route))
+
+    def predict_many(
+        self, user_ids: Sequence[int | str], *, route: str = "library"
+    ) -> list[Outcome]:
+        """:meth:`predict` for many users at once: one read, one model call, one write.
+
+        One outcome per user, in order: the recorded prediction, or the error that stopped it.
+        """
+        batch = _Batch(user_ids, route, self._clock, self._new_id)
+        try:
+            ids = batch.ids()
+            if ids and (applications := batch.found(self._features.latest_many(ids))):
+                predictions = batch.scored(self._scorer.score(applications))
+                if predictions:
+                    self._sink.record_many(predictions)
+        except FraudscoreError as exc:
+            batch.fail(exc)
+        return batch.outcomes()
 
 
 class AsyncScoringService:
@@ -104,13 +189,31 @@ class AsyncScoringService:
         self._features = features
         self._sink = sink
         self._scorer = scorer
-        self._steps = _Steps(clock, new_id)
+        self._clock = clock
+        self._new_id = new_id
 
     async def predict(self, user_id: int | str, *, route: str = "library") -> Prediction:
         """Async face of :meth:`ScoringService.predict`, with the same contract."""
-        uid = parse_user_id(user_id)
-        application = await self._features.latest(uid)
-        scores = await self._scorer.score((application,))
-        prediction = self._steps.prediction(uid, scores, route)
-        await self._sink.record(prediction)
-        return prediction
+        return _one(await self.predict_many((user_id,), route=route))
+
+    async def predict_many(
+        self, user_ids: Sequence[int | str], *, route: str = "library"
+    ) -> list[Outcome]:
+        """Async face of :meth:`ScoringService.predict_many`, with the same contract."""
+        batch = _Batch(user_ids, route, self._clock, self._new_id)
+        try:
+            ids = batch.ids()
+            if ids and (applications := batch.found(await self._features.latest_many(ids))):
+                predictions = batch.scored(await self._scorer.score(applications))
+                if predictions:
+                    await self._sink.record_many(predictions)
+        except FraudscoreError as exc:
+            batch.fail(exc)
+        return batch.outcomes()
+
+
+def _one(outcomes: list[Outcome]) -> Prediction:
+    (outcome,) = outcomes
+    if isinstance(outcome, FraudscoreError):
+        raise outcome
+    return outcome

@@ -9,6 +9,7 @@ import pytest
 
 from fraudscore_adapters import cli, postgres
 from tests.conftest import MIGRATIONS
+from tests.support import latest
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def test_migrate_then_load_twice_appends_a_version(
     with postgres.open_pool(
         env, min_size=1, max_size=1, timeout_s=2, statement_timeout_ms=2000
     ) as pool:
-        assert postgres.PostgresFeatureStore(pool).latest(2999) is not None
+        assert latest(postgres.PostgresFeatureStore(pool), 2999) is not None
 
 
 def test_load_features_without_a_database_url_says_so(

@@ -26,7 +26,7 @@ from fraudscore_adapters.migrate import (
     yoyo_url,
 )
 from tests.conftest import MIGRATIONS
-from tests.support import RAW_APPLICATION, application, raw
+from tests.support import RAW_APPLICATION, alatest, application, latest, raw
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ def insert_raw_json(url: str, user_id: int, features: Any) -> None:
 def test_a_stored_row_that_fails_validation_names_user_and_field(db: str) -> None:
     insert_raw_json(db, 8, raw(customer_age=300, housing_status="QQ"))
     with open_pool(db) as pool, pytest.raises(InvalidFeatures) as caught:
-        postgres.PostgresFeatureStore(pool).latest(8)
+        latest(postgres.PostgresFeatureStore(pool), 8)
     assert caught.value.user_id == 8
     assert {p.field for p in caught.value.problems} == {"customer_age", "housing_status"}
     assert "of user 8" in str(caught.value)
@@ -117,7 +117,7 @@ def test_a_stored_row_missing_a_field_is_invalid(db: str) -> None:
     del broken["device_os"]
     insert_raw_json(db, 9, broken)
     with open_pool(db) as pool, pytest.raises(InvalidFeatures, match="device_os"):
-        postgres.PostgresFeatureStore(pool).latest(9)
+        latest(postgres.PostgresFeatureStore(pool), 9)
 
 
 def test_an_unreachable_server_fails_fast_without_leaking_the_password() -> None:
@@ -134,9 +134,9 @@ def test_the_store_recovers_after_its_connections_are_killed(db: str) -> None:
     store = postgres.PostgresFeatureStore(store_pool)
     copy_features_of(db, [1], [application()])
     try:
-        assert store.latest(1) == application()
+        assert latest(store, 1) == application()
         kill_connections(db)
-        assert store.latest(1) == application()  # checked on checkout, reconnected
+        assert latest(store, 1) == application()  # checked on checkout, reconnected
     finally:
         store_pool.close()
 
@@ -145,7 +145,7 @@ def test_a_pool_that_cannot_get_a_connection_in_time_is_store_unavailable(db: st
     with open_pool(db, timeout_s=0.5) as pool, pool.connection():
         started = time.perf_counter()
         with pytest.raises(StoreUnavailable, match="no database connection available"):
-            postgres.PostgresFeatureStore(pool).latest(1)
+            latest(postgres.PostgresFeatureStore(pool), 1)
         assert time.perf_counter() - started < 3
 
 
@@ -195,10 +195,10 @@ def test_bulk_load_reports_progress_and_a_reload_appends_a_version(db: str) -> N
     assert total == (n + 10, n)
     with open_pool(db) as pool:
         store = postgres.PostgresFeatureStore(pool)
-        assert store.latest(3)["customer_age"] == 90
-        assert store.latest(11)["customer_age"] == 30
+        assert latest(store, 3)["customer_age"] == 90
+        assert latest(store, 11)["customer_age"] == 30
         with pytest.raises(UnknownUser):
-            store.latest(n)
+            latest(store, n)
 
 
 def test_a_failed_load_leaves_the_previous_version_visible(db: str) -> None:
@@ -209,7 +209,7 @@ def test_a_failed_load_leaves_the_previous_version_visible(db: str) -> None:
     with psycopg.connect(db) as conn, pytest.raises(psycopg.errors.CheckViolation):
         copy_features(conn, bad)
     with open_pool(db) as pool:
-        assert postgres.PostgresFeatureStore(pool).latest(1)["customer_age"] == 20
+        assert latest(postgres.PostgresFeatureStore(pool), 1)["customer_age"] == 20
 
 
 def test_async_store_errors_are_domain_errors() -> None:
@@ -249,7 +249,7 @@ def test_rows_in_object_form_and_array_form_read_the_same(db: str) -> None:
     insert_row(db, 2, list(app.values), "baf-v1")
     with open_pool(db) as pool:
         store = postgres.PostgresFeatureStore(pool)
-        assert store.latest(1) == store.latest(2) == app
+        assert latest(store, 1) == latest(store, 2) == app
 
 
 @pytest.mark.parametrize(
@@ -264,7 +264,7 @@ def test_arrays_that_do_not_fit_their_layout_are_invalid(
 ) -> None:
     insert_row(db, 4, features, version)
     with open_pool(db) as pool, pytest.raises(InvalidFeatures, match=message) as caught:
-        postgres.PostgresFeatureStore(pool).latest(4)
+        latest(postgres.PostgresFeatureStore(pool), 4)
     assert caught.value.user_id == 4
 
 
@@ -286,7 +286,7 @@ def test_prepare_off_leaves_no_statement_on_the_server(
         store = postgres.PostgresFeatureStore(pool, prepare=prepare)
         sink = postgres.PostgresPredictionSink(pool, prepare=prepare)
         for _ in range(8):  # past psycopg's automatic threshold (5) too
-            sink.record(prediction_of(store.latest(1)))
+            sink.record_many([prediction_of(latest(store, 1))])
         with pool.connection() as conn:
             assert prepared_statements(conn) == expected
 
@@ -303,8 +303,8 @@ def test_async_stores_with_prepare_off_work_and_prepare_nothing(db: str) -> None
             sink = postgres.AsyncPostgresPredictionSink(apool, prepare=False)
             ages: list[object] = []
             for _ in range(6):
-                apps = await asyncio.gather(store.latest(1), store.latest(2))
-                await asyncio.gather(*(sink.record(prediction_of(a)) for a in apps))
+                apps = await asyncio.gather(alatest(store, 1), alatest(store, 2))
+                await asyncio.gather(*(sink.record_many([prediction_of(a)]) for a in apps))
                 ages = [a["customer_age"] for a in apps]
             async with apool.connection() as conn:
                 cursor = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
@@ -353,7 +353,7 @@ def test_a_grown_pool_whose_connections_all_died_serves_the_next_request_at_once
             pool.putconn(conn)
         kill_connections(db)
         started = time.perf_counter()
-        assert postgres.PostgresFeatureStore(pool).latest(1) == application()
+        assert latest(postgres.PostgresFeatureStore(pool), 1) == application()
         assert time.perf_counter() - started < 0.8
 
 
@@ -370,7 +370,7 @@ def test_an_async_pool_recovers_at_once_too(db: str) -> None:
                 await apool.putconn(conn)
             await asyncio.to_thread(kill_connections, db)
             started = time.perf_counter()
-            app = await postgres.AsyncPostgresFeatureStore(apool).latest(1)
+            app = await alatest(postgres.AsyncPostgresFeatureStore(apool), 1)
             assert app == application()
             return time.perf_counter() - started
         finally:

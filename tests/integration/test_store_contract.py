@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from fraudscore import (
+    Application,
     AsyncScoringService,
     Prediction,
     ScoringService,
@@ -26,7 +27,7 @@ from fraudscore.ports import FeatureRepository, PredictionSink
 from fraudscore_adapters import memory, postgres
 from fraudscore_adapters.baf import clean_frame
 from fraudscore_adapters.bulkload import copy_features
-from tests.support import AsyncRuleScorer, RuleScorer, application
+from tests.support import AsyncRuleScorer, RuleScorer, alatest, application, latest
 
 POOL: dict[str, Any] = {
     "min_size": 1,
@@ -119,26 +120,53 @@ def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
 def test_latest_returns_the_stored_application(stores: Stores) -> None:
     app = application(bank_months_count=-1, housing_status="BA")
     stores.add([5], [app])
-    assert stores.features.latest(5) == app
-    assert stores.features.latest(5)["bank_months_count"] is None
+    assert latest(stores.features, 5) == app
+    assert latest(stores.features, 5)["bank_months_count"] is None
 
 
 def test_unknown_user(stores: Stores) -> None:
     stores.add([1], [application()])
     with pytest.raises(UnknownUser, match="user 2"):
-        stores.features.latest(2)
+        latest(stores.features, 2)
+
+
+def test_a_batch_lookup_answers_every_id_in_order(stores: Stores) -> None:
+    stores.add([1, 2, 3], [application(customer_age=a) for a in (20, 30, 40)])
+    stores.add([2], [application(customer_age=50)])
+    ids = [3, 99, 2, 2, 1]
+
+    def ages(found: Sequence[object]) -> list[object]:
+        return [f["customer_age"] if isinstance(f, Application) else f for f in found]
+
+    found = list(stores.features.latest_many(ids))
+    assert isinstance(found[1], UnknownUser)
+    assert found[1].user_id == 99
+    assert ages(found[:1] + found[2:]) == [40, 50, 50, 20]
+    async_found = list(stores.run_async(lambda f, s: f.latest_many(ids)))
+    assert async_found[:1] + async_found[2:] == found[:1] + found[2:]
+    assert stores.features.latest_many([]) == []
+
+
+def test_a_batch_of_predictions_is_recorded_whole(stores: Stores) -> None:
+    stamp = datetime(2026, 11, 27, tzinfo=UTC)
+    batch = [
+        Prediction(uuid.UUID(int=u + 1), u, u / 200, u >= 100, 0.5, "v", "sync", stamp)
+        for u in range(200)
+    ]
+    stores.sink.record_many(batch)
+    assert sorted(stores.predictions(), key=lambda p: p.user_id) == batch
 
 
 def test_newest_version_wins(stores: Stores) -> None:
     stores.add([1, 2], [application(customer_age=20), application(customer_age=30)])
     stores.add([1], [application(customer_age=40)])
-    assert stores.features.latest(1)["customer_age"] == 40
-    assert stores.features.latest(2)["customer_age"] == 30
+    assert latest(stores.features, 1)["customer_age"] == 40
+    assert latest(stores.features, 2)["customer_age"] == 30
 
 
 def test_a_repeated_user_in_one_load_keeps_its_last_row(stores: Stores) -> None:
     stores.add([9, 9], [application(customer_age=20), application(customer_age=70)])
-    assert stores.features.latest(9)["customer_age"] == 70
+    assert latest(stores.features, 9)["customer_age"] == 70
 
 
 def test_every_value_roundtrips_exactly(stores: Stores) -> None:
@@ -147,7 +175,7 @@ def test_every_value_roundtrips_exactly(stores: Stores) -> None:
         for os in ("linux", "macintosh", "other", "windows", "x11")
     ]
     stores.add(list(range(5)), apps)
-    assert [stores.features.latest(i) for i in range(5)] == apps
+    assert [latest(stores.features, i) for i in range(5)] == apps
 
 
 def test_the_use_case_records_what_it_returns(stores: Stores) -> None:
@@ -177,7 +205,7 @@ def test_the_async_faces_agree_with_the_blocking_ones(stores: Stores) -> None:
     assert [p.is_fraud for p in got] == [True, False]
     assert stores.predictions() == got
     with pytest.raises(UnknownUser):
-        stores.run_async(lambda f, s: f.latest(77))
+        stores.run_async(lambda f, s: alatest(f, 77))
 
 
 def test_concurrent_async_calls_each_get_their_own_answer(stores: Stores) -> None:
@@ -187,13 +215,13 @@ def test_concurrent_async_calls_each_get_their_own_answer(stores: Stores) -> Non
 
     async def many(features: Any, sink: Any) -> tuple[list[Any], list[Any]]:
         found = await asyncio.gather(
-            *(features.latest(u) for u in [*users, 999, 5]), return_exceptions=True
+            *(alatest(features, u) for u in [*users, 999, 5]), return_exceptions=True
         )
         predictions = [
             Prediction(uuid.UUID(int=u + 1), u, 0.25, False, 0.5, "v", "async", stamp)
             for u in users
         ]
-        await asyncio.gather(*(sink.record(p) for p in predictions))
+        await asyncio.gather(*(sink.record_many([p]) for p in predictions))
         return found, predictions
 
     found, predictions = stores.run_async(many)

@@ -10,8 +10,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fraudscore import Application, ModelUnavailable, Scores
-from fraudscore_adapters.batching import AsyncBatchingScorer, BatchingScorer, MicroBatcher
+from fraudscore import (
+    Application,
+    AsyncScoringService,
+    ModelUnavailable,
+    Prediction,
+    Scores,
+    ScoringService,
+    UnknownUser,
+)
+from fraudscore_adapters.batching import BatchedPredictions, MicroBatcher, ThreadScorer
+from fraudscore_adapters.memory import (
+    AsyncMemoryFeatureStore,
+    AsyncMemoryPredictionSink,
+    MemoryFeatureStore,
+    MemoryPredictionSink,
+)
 from tests.support import RuleScorer, application
 
 pytestmark = pytest.mark.unit
@@ -134,38 +148,80 @@ class SlowCountingScorer:
             return self.inner.score(applications)
 
 
-def test_threads_share_model_calls_and_keep_their_own_answers() -> None:
-    slow = SlowCountingScorer()
-    batching = BatchingScorer(slow, max_batch=32)
-    apps = [application(housing_status="BA" if i % 2 else "BB") for i in range(200)]
+class ThreadNoting(SlowCountingScorer):
+    """Also notes which thread each model call ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    def score(self, applications: Sequence[Application]) -> Scores:
+        self.threads.add(threading.current_thread().name)
+        return super().score(applications)
+
+
+IDS = [str(i % 7) for i in range(120)]  # users 1..6 are stored (1, 3, 5 as BA), user 0 is not
+
+
+def stored() -> MemoryFeatureStore:
+    store = MemoryFeatureStore()
+    for user in range(1, 7):
+        store.add(user, application(housing_status="BA" if user % 2 else "BB"))
+    return store
+
+
+async def predict_all(batched: BatchedPredictions, ids: list[str]) -> list[object]:
+    async def one(user_id: str) -> object:
+        try:
+            return (await batched.predict(user_id)).probability
+        except UnknownUser as exc:
+            return exc.user_id
+
+    return await asyncio.gather(*(one(i) for i in ids))
+
+
+def expected(ids: list[str]) -> list[object]:
+    return [0 if i == "0" else 0.9 if int(i) % 2 else 0.1 for i in ids]
+
+
+def test_sync_batches_run_in_worker_threads_and_answer_each_caller() -> None:
+    scorer, sink = ThreadNoting(), MemoryPredictionSink()
+    service = ScoringService(features=stored(), sink=sink, scorer=scorer)
+
+    async def main() -> list[object]:
+        with ThreadPoolExecutor(1, thread_name_prefix="batch") as threads:
+            batched = BatchedPredictions.in_threads(service, threads, route="sync", max_batch=32)
+            return await predict_all(batched, IDS)
+
+    assert asyncio.run(main()) == expected(IDS)
+    assert scorer.threads == {"batch_0"}  # never the event loop's thread
+    assert sum(scorer.inner.batches) == len([i for i in IDS if i != "0"])
+    assert 1 < max(scorer.inner.batches) <= 32  # requests shared model calls
+    assert len(sink.records) == sum(scorer.inner.batches)
+    assert {p.route for p in sink.records} == {"sync"}
+
+
+def test_async_batches_keep_the_model_off_the_loop() -> None:
+    scorer, sink = ThreadNoting(), MemoryPredictionSink()
+    threaded = ThreadScorer(scorer)
+    service = AsyncScoringService(
+        features=AsyncMemoryFeatureStore(stored()),
+        sink=AsyncMemoryPredictionSink(sink),
+        scorer=threaded,
+    )
+
+    async def main() -> list[object]:
+        batched = BatchedPredictions.on_loop(service, route="async", max_batch=16)
+        return await predict_all(batched, IDS)
+
     try:
-        with ThreadPoolExecutor(max_workers=40) as pool:
-            results = list(pool.map(lambda a: batching.score([a]), apps))
+        assert asyncio.run(main()) == expected(IDS)
     finally:
-        batching.close()
-    assert [r.probabilities[0] for r in results] == [0.9 if i % 2 else 0.1 for i in range(200)]
-    assert sum(slow.inner.batches) == 200
-    assert max(slow.inner.batches) > 1  # calls were shared
-    assert max(slow.inner.batches) <= 32
-    assert len(slow.inner.batches) < 200
-
-
-def test_async_callers_share_model_calls() -> None:
-    slow = SlowCountingScorer()
-    batching = AsyncBatchingScorer(slow)
-
-    async def main() -> tuple[list[Scores], Scores]:
-        got = await asyncio.gather(*(batching.score([application()]) for _ in range(50)))
-        return got, await batching.score([application(housing_status="BA"), application()])
-
-    try:
-        got, many = asyncio.run(main())
-    finally:
-        batching.close()
-    assert all(s.probabilities == [0.1] for s in got)
-    assert many.probabilities == [0.9, 0.1]
-    assert many.model_version == "rule-1"
-    assert len(slow.inner.batches) < 50
+        threaded.close()
+    assert scorer.threads == {"scorer_0"}
+    assert 1 < max(scorer.inner.batches) <= 16
+    assert len(sink.records) == sum(scorer.inner.batches)
+    assert {p.route for p in sink.records} == {"async"}
 
 
 def test_a_failing_model_fails_every_waiting_caller_and_recovers() -> None:
@@ -174,15 +230,28 @@ def test_a_failing_model_fails_every_waiting_caller_and_recovers() -> None:
 
         def score(self, applications: Sequence[Application]) -> Scores:
             Flaky.calls += 1
-            if Flaky.calls == 1:
+            if Flaky.calls <= 2:  # a batch of one, then the three that queued behind it
                 raise ModelUnavailable("boom")
             return RuleScorer().score(applications)
 
-    batching = BatchingScorer(Flaky())
+    threaded = ThreadScorer(Flaky())
+    service = AsyncScoringService(
+        features=AsyncMemoryFeatureStore(stored()),
+        sink=AsyncMemoryPredictionSink(MemoryPredictionSink()),
+        scorer=threaded,
+    )
+
+    async def main() -> tuple[list[Prediction | BaseException], float]:
+        batched = BatchedPredictions.on_loop(service, route="async")
+        first = await asyncio.gather(
+            *(batched.predict(str(i)) for i in range(1, 5)), return_exceptions=True
+        )
+        return first, (await batched.predict("1")).probability
+
     try:
-        with pytest.raises(ModelUnavailable, match="boom"):
-            batching.score([application()])
-        assert batching.score([application()]).probabilities == [0.1]
-        assert batching.score([]).probabilities == []
+        first, later = asyncio.run(main())
     finally:
-        batching.close()
+        threaded.close()
+    assert all(isinstance(r, ModelUnavailable) for r in first)
+    assert Flaky.calls == 3
+    assert later == 0.9

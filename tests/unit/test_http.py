@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,13 +13,14 @@ from litestar.testing import TestClient
 from fraudscore import (
     Application,
     AsyncScoringService,
+    FraudscoreError,
     InvalidFeatures,
     ModelUnavailable,
     ScoringService,
     StoreUnavailable,
 )
 from fraudscore.ports import FeatureRepository, PredictionSink
-from fraudscore_adapters.batching import AsyncBatchingScorer
+from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.bootstrap import build_app
 from fraudscore_adapters.http import Runtime, create_app
 from fraudscore_adapters.memory import (
@@ -50,7 +51,7 @@ class World:
 
     @asynccontextmanager
     async def runtime(self) -> AsyncIterator[Runtime]:
-        scorer = AsyncBatchingScorer(RuleScorer())
+        scorer = ThreadScorer(RuleScorer())
 
         async def checks() -> dict[str, str]:
             return self.ready
@@ -137,11 +138,12 @@ def test_client_errors_are_problem_details(
 
 def test_stored_features_that_fail_validation_name_the_field(world: World) -> None:
     class Corrupt:
-        def latest(self, user_id: int) -> Application:
+        def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
             try:
-                return Application.parse(raw(customer_age=500))
+                Application.parse(raw(customer_age=500))
             except InvalidFeatures as exc:
-                raise exc.for_user(user_id) from None
+                return [exc.for_user(user_id) for user_id in user_ids]
+            raise AssertionError("customer_age 500 passed validation")
 
     world.features = Corrupt()
     with TestClient(create_app(world.runtime)) as client:
@@ -165,7 +167,7 @@ def test_an_unavailable_store_is_503_with_retry_after(world: World) -> None:
 
 def test_unexpected_errors_are_a_plain_500_without_a_traceback(world: World) -> None:
     class Exploding:
-        def latest(self, user_id: int) -> Application:
+        def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
             raise KeyError("secret internals")
 
     world.features = Exploding()

@@ -195,9 +195,10 @@ def test_async_faces_share_the_same_data() -> None:
     store.add(3, Application.parse(RAW_APPLICATION))
     prediction = ScoringService(features=store, sink=sink, scorer=RuleScorer()).predict(3)
 
-    async def main() -> Application:
-        await AsyncMemoryPredictionSink(sink).record(prediction)
-        return await AsyncMemoryFeatureStore(store).latest(3)
+    async def main() -> Application | UnknownUser:
+        await AsyncMemoryPredictionSink(sink).record_many([prediction])
+        (found,) = await AsyncMemoryFeatureStore(store).latest_many([3])
+        return found
 
     assert asyncio.run(main()) == store.latest(3)
     assert sink.records == (prediction, prediction)

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 
 from fraudscore import (
     MAX_USER_ID,
+    Application,
     AsyncScoringService,
+    FraudscoreError,
     InvalidUserId,
     ModelUnavailable,
+    Prediction,
     Scores,
     ScoringService,
     StoreUnavailable,
     UnknownUser,
     parse_user_id,
 )
-from fraudscore.ports import PredictionSink, Scorer
+from fraudscore.ports import FeatureRepository, PredictionSink, Scorer
 from fraudscore_adapters.memory import (
     AsyncMemoryFeatureStore,
     AsyncMemoryPredictionSink,
@@ -42,7 +46,7 @@ def store() -> MemoryFeatureStore:
     return store
 
 
-def service(store: MemoryFeatureStore, sink: PredictionSink, scorer: Scorer) -> ScoringService:
+def service(store: FeatureRepository, sink: PredictionSink, scorer: Scorer) -> ScoringService:
     return ScoringService(
         features=store,
         sink=sink,
@@ -128,8 +132,8 @@ def test_model_failure_records_nothing(store: MemoryFeatureStore) -> None:
 @pytest.mark.parametrize(
     ("scores", "message"),
     [
-        (Scores([0.1, 0.2], 0.5, "v"), "returned 2 scores for 1 application"),
-        (Scores([], 0.5, "v"), "returned 0 scores"),
+        (Scores([0.1, 0.2], 0.5, "v"), "scorer returned 2 results for 1"),
+        (Scores([], 0.5, "v"), "scorer returned 0 results"),
         (Scores([1.5], 0.5, "v"), "not a probability"),
         (Scores([float("nan")], 0.5, "v"), "not a probability"),
     ],
@@ -188,3 +192,80 @@ def test_default_ids_and_clock_are_unique_and_utc(store: MemoryFeatureStore) -> 
     assert first.prediction_id != second.prediction_id
     assert first.created_at.tzinfo is UTC
     assert first.created_at <= second.created_at
+
+
+class CountingStore:
+    """A feature store that counts its reads, or answers with too few results."""
+
+    def __init__(self, store: MemoryFeatureStore, *, short: bool = False) -> None:
+        self.store = store
+        self.short = short
+        self.reads: list[list[int]] = []
+
+    def latest_many(self, user_ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
+        self.reads.append(list(user_ids))
+        found = self.store.latest_many(user_ids)
+        return found[:-1] if self.short else found
+
+
+def test_a_batch_reads_scores_and_records_once_and_answers_each_user(
+    store: MemoryFeatureStore,
+) -> None:
+    reads, sink, scorer = CountingStore(store), MemoryPredictionSink(), RuleScorer()
+    outcomes = service(reads, sink, scorer).predict_many(["2", 42, "x", 1, 2], route="r")
+    assert isinstance(outcomes[2], InvalidUserId)
+    assert isinstance(outcomes[1], UnknownUser)
+    assert outcomes[1].user_id == 42
+    answered = [outcomes[0], outcomes[3], outcomes[4]]
+    assert all(isinstance(p, Prediction) for p in answered)
+    assert [(p.user_id, p.probability) for p in answered if isinstance(p, Prediction)] == [
+        (2, 0.1),
+        (1, 0.9),
+        (2, 0.1),
+    ]
+    assert reads.reads == [[2, 42, 1, 2]]  # the bad id never reaches the store
+    assert scorer.batches == [3]  # the unknown user never reaches the model
+    assert sink.records == tuple(answered)  # one write, in order, only what was answered
+
+
+def test_a_batch_of_bad_ids_touches_no_port(store: MemoryFeatureStore) -> None:
+    reads, sink, scorer = CountingStore(store), MemoryPredictionSink(), RuleScorer()
+    outcomes = service(reads, sink, scorer).predict_many(["", "-1", str(MAX_USER_ID + 1)])
+    assert all(isinstance(o, InvalidUserId) for o in outcomes)
+    assert (reads.reads, scorer.batches, sink.records) == ([], [], ())
+    assert service(reads, sink, scorer).predict_many([]) == []
+
+
+def test_a_score_that_is_not_a_probability_fails_only_its_user(store: MemoryFeatureStore) -> None:
+    sink = MemoryPredictionSink()
+    scorer = BrokenScorer(Scores([float("nan"), 0.7], 0.5, "v"))
+    bad, good = service(store, sink, scorer).predict_many([1, 2])
+    assert isinstance(bad, ModelUnavailable)
+    assert isinstance(good, Prediction)
+    assert good.user_id == 2
+    assert good.is_fraud is True
+    assert sink.records == (good,)
+
+
+def test_a_fault_of_a_step_reaches_every_user_still_in_the_batch(
+    store: MemoryFeatureStore,
+) -> None:
+    unknown, *rest = service(store, DownSink(), RuleScorer()).predict_many([42, 1, 2])
+    assert isinstance(unknown, UnknownUser)  # settled before the write failed
+    assert all(isinstance(o, StoreUnavailable) for o in rest)
+    outcomes = service(store, MemoryPredictionSink(), BrokenScorer()).predict_many([1, 2])
+    assert all(isinstance(o, ModelUnavailable) for o in outcomes)
+    short = CountingStore(store, short=True)
+    outcomes = service(short, MemoryPredictionSink(), RuleScorer()).predict_many([1, 2])
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert "feature store returned 1 results for 2" in str(outcomes[0])
+
+
+def test_the_async_face_batches_the_same_way(store: MemoryFeatureStore) -> None:
+    ids: list[int | str] = [1, "y", 42, 2]
+    sync_sink, async_sink = MemoryPredictionSink(), MemoryPredictionSink()
+    expected = service(store, sync_sink, RuleScorer()).predict_many(ids)
+    got = asyncio.run(async_service(store, async_sink).predict_many(ids))
+    assert [type(o) for o in got] == [type(o) for o in expected]
+    assert [got[0], got[3]] == [expected[0], expected[3]]
+    assert async_sink.records == sync_sink.records

@@ -57,6 +57,9 @@ def test_migrations_may_use_a_direct_endpoint() -> None:
         ({"FRAUDSCORE_SEEDS": "1"}, "unknown setting FRAUDSCORE_SEEDS"),
         ({"FRAUDSCORE_SYNTHETIC_ROWS": "many"}, "is not a number"),
         ({"FRAUDSCORE_DATABASE_URL": "x"}, "unknown setting"),
+        ({"FRAUDSCORE_BATCH_CONCURRENCY": "0"}, "BATCH_CONCURRENCY='0': must be at least 1"),
+        ({"FRAUDSCORE_MAX_BATCH": "-5"}, "must be at least 1"),
+        ({"FRAUDSCORE_WORKERS": "0"}, "must be at least 1"),
     ],
 )
 def test_mistakes_are_named(env: dict[str, str], message: str) -> None:

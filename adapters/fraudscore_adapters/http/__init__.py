@@ -1,5 +1,5 @@
 """The Litestar HTTP adapter."""
 
-from fraudscore_adapters.http.app import Runtime, RuntimeFactory, create_app
+from fraudscore_adapters.http.app import Batching, Runtime, RuntimeFactory, create_app
 
-__all__ = ["Runtime", "RuntimeFactory", "create_app"]
+__all__ = ["Batching", "Runtime", "RuntimeFactory", "create_app"]
