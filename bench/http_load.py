@@ -14,7 +14,8 @@ What it does (bounded in time; every server it starts, it stops):
    recorded after it counted);
 5. the same for the seed stack (``../shared/peers/seed-stack``, copied to /tmp, its own venv and
    model), fed the same applications in its own database ``peer``;
-6. prints one table, and the ratio of the two stacks for each row.
+6. prints one table, and the ratio of the two stacks for each row, with the CPU each request
+   cost the server (all its processes) and PostgreSQL (all its processes), from /proc.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class Run:
     errors: int
     two_xx: int
     rows: int
+    server_us: float
+    """Server CPU (every process of its session, user + system) per request, in µs."""
+    pg_us: float
+    """PostgreSQL CPU (every postgres process) per request, in µs."""
 
     @property
     def rows_ok(self) -> bool:
@@ -120,6 +125,33 @@ def settled_rows(url: str) -> int:
     return last
 
 
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: str) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone meanwhile
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def cpu_seconds(session: int | None) -> float:
+    """User + system CPU of the live processes of ``session``, or of every postgres process."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fields = _stat(pid)
+        if fields is None:
+            continue
+        if session is None:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                    total += int(fields[11]) + int(fields[12])
+        elif int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICK
+
+
 def wrk(path: str, conns: int, seconds: int, n_ids: int) -> dict[str, float]:
     result = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA),
@@ -131,7 +163,7 @@ def wrk(path: str, conns: int, seconds: int, n_ids: int) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], cwd: Path, env: dict[str, str], label: str) -> Iterator[None]:
+def running(command: list[str], cwd: Path, env: dict[str, str], label: str) -> Iterator[int]:
     logfile = Path(f"/tmp/bench-{label}.log")
     with logfile.open("wb") as out:
         process = subprocess.Popen(
@@ -149,29 +181,35 @@ def running(command: list[str], cwd: Path, env: dict[str, str], label: str) -> I
         else:
             raise RuntimeError(f"{label} not up after 180 s")
         time.sleep(2)  # every worker up
-        yield
+        yield process.pid  # the session id of every process it starts
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
 
 
-def measure(stack: str, workers: int, db_url: str, args: argparse.Namespace) -> list[Run]:
+def measure(
+    stack: str, workers: int, session: int, db_url: str, args: argparse.Namespace
+) -> list[Run]:
     runs = []
     for route in ("sync", "async"):
         for conns in args.conns:
             path = f"/predict/{route}/"
             wrk(path, conns, args.warmup, args.rows)
             before = settled_rows(db_url)
+            cpu = cpu_seconds(session), cpu_seconds(None)
             out = wrk(path, conns, args.duration, args.rows)
+            cpu = cpu_seconds(session) - cpu[0], cpu_seconds(None) - cpu[1]
             rows = settled_rows(db_url) - before
             errors = int(out["non_2xx"] + out["connect"] + out["read"] + out["write"])
             errors += int(out["timeout"])
             two_xx = int(out["requests"] - out["non_2xx"])
+            per_request = [1e6 * c / max(out["requests"], 1) for c in cpu]
             run = Run(stack, workers, route, conns, out["requests"] / out["seconds"],
-                      out["p50_ms"], out["p99_ms"], errors, two_xx, rows)  # fmt: skip
+                      out["p50_ms"], out["p99_ms"], errors, two_xx, rows, *per_request)  # fmt: skip
             log(
                 f"  {stack} w{workers} {route:<5} c{conns:<3} {run.rps:>8,.0f} req/s  "
                 f"p50 {run.p50_ms:.1f} ms  p99 {run.p99_ms:.1f} ms  errors {errors}  "
+                f"CPU/req server {run.server_us:,.0f} µs, postgres {run.pg_us:,.0f} µs  "
                 f"rows {'ok' if run.rows_ok else 'MISMATCH'} ({rows:,} for {two_xx:,} 2xx)"
             )
             runs.append(run)
@@ -191,8 +229,8 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
         }
         log(f"fraudscore, {workers} worker(s)")
         command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
-        with running(command, ROOT, env, f"fraudscore-w{workers}"):
-            runs += measure("fraudscore", workers, db_url, args)
+        with running(command, ROOT, env, f"fraudscore-w{workers}") as session:
+            runs += measure("fraudscore", workers, session, db_url, args)
     return runs
 
 
@@ -226,21 +264,23 @@ def bench_peer(db_url: str, args: argparse.Namespace) -> list[Run]:
         log(f"seed stack, {workers} worker(s)")
         command = [".venv/bin/uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(PORT),
                    "--workers", str(workers), "--no-access-log"]  # fmt: skip
-        with running(command, PEER_DIR, dict(os.environ), f"peer-w{workers}"):
-            runs += measure("seed-stack", workers, db_url, args)
+        with running(command, PEER_DIR, dict(os.environ), f"peer-w{workers}") as session:
+            runs += measure("seed-stack", workers, session, db_url, args)
     return runs
 
 
 def report(runs: list[Run]) -> None:
     peer = {(r.workers, r.route, r.conns): r for r in runs if r.stack == "seed-stack"}
     print(f"\n{'stack':<11}{'w':>2}{'route':>7}{'conns':>6}{'req/s':>9}{'p50 ms':>9}"
-          f"{'p99 ms':>9}{'errors':>8}{'rows':>6}{'x seed':>8}")  # fmt: skip
+          f"{'p99 ms':>9}{'errors':>8}{'rows':>6}{'x seed':>8}"
+          f"{'server CPU/req':>16}{'PG CPU/req':>12}")  # fmt: skip
     for r in runs:
         base = peer.get((r.workers, r.route, r.conns))
         ratio = f"{r.rps / base.rps:.0f}x" if base and r.stack != "seed-stack" else ""
         print(f"{r.stack:<11}{r.workers:>2}{r.route:>7}{r.conns:>6}{r.rps:>9,.0f}"
               f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.errors:>8}"
-              f"{'ok' if r.rows_ok else 'BAD':>6}{ratio:>8}")  # fmt: skip
+              f"{'ok' if r.rows_ok else 'BAD':>6}{ratio:>8}"
+              f"{r.server_us:>13,.0f} µs{r.pg_us:>9,.0f} µs")  # fmt: skip
     print("targets: sync >= 1,500 req/s, async >= 3,000 req/s, p99 <= 50 ms at 64 connections")
 
 

@@ -23,6 +23,7 @@ from fraudscore import AsyncScoringService, FraudscoreError, ScoringService
 from fraudscore.ports import (
     AsyncFeatureRepository,
     AsyncPredictionSink,
+    AsyncScorer,
     FeatureRepository,
     PredictionSink,
 )
@@ -32,13 +33,14 @@ from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.dataset import dataset_path
 from fraudscore_adapters.http import Batching, Runtime, create_app
 from fraudscore_adapters.settings import Settings
-from fraudscore_adapters.xgb import XGBScorer
+from fraudscore_adapters.xgb import XGBScorer, probe_applications
 
-__all__ = ["app_from_env", "build_app", "runtime"]
+__all__ = ["app_from_env", "build_app", "model_readiness", "runtime"]
 
 log = logging.getLogger("fraudscore")
 
-Checks = Callable[[], Awaitable[dict[str, str]]]
+Check = Callable[[], Awaitable[str]]
+"""A readiness probe of one part: ``ok``, or what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ class _Stores:
     sink: PredictionSink
     async_features: AsyncFeatureRepository
     async_sink: AsyncPredictionSink
-    checks: Checks
+    check: Check
 
 
 def _memory_stores(settings: Settings) -> _Stores:
@@ -64,15 +66,15 @@ def _memory_stores(settings: Settings) -> _Stores:
         f"{settings.memory_predictions:,}",
     )
 
-    async def checks() -> dict[str, str]:
-        return {"model": "ok", "store": "ok"}
+    async def check() -> str:
+        return "ok"  # in this process: answers whenever the process does
 
     return _Stores(
         store,
         sink,
         memory.AsyncMemoryFeatureStore(store),
         memory.AsyncMemoryPredictionSink(sink),
-        checks,
+        check,
     )
 
 
@@ -104,15 +106,15 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
     apool = await postgres.open_async_pool(url, **options)
     stack.push_async_callback(apool.close)
 
-    async def checks() -> dict[str, str]:
+    async def check() -> str:
         async def probe(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute("SELECT 1 FROM feature_store LIMIT 1")
 
         try:
             await postgres.arun_once_more_if_broken(apool, "readiness probe", probe)
         except FraudscoreError as exc:
-            return {"model": "ok", "store": str(exc)}
-        return {"model": "ok", "store": "ok"}
+            return str(exc)
+        return "ok"
 
     prepare = options["prepare"]
     return _Stores(
@@ -120,8 +122,27 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
         postgres.PostgresPredictionSink(pool, prepare=prepare),
         postgres.AsyncPostgresFeatureStore(apool, prepare=prepare),
         postgres.AsyncPostgresPredictionSink(apool, prepare=prepare),
-        checks,
+        check,
     )
+
+
+def model_readiness(scorer: AsyncScorer, timeout_s: float = 2.0) -> Check:
+    """A probe scored through ``scorer`` (the requests' own path): a wedged or broken model
+    fails readiness, rather than only the requests."""
+    probe = probe_applications(1)
+
+    async def check() -> str:
+        try:
+            async with asyncio.timeout(timeout_s):
+                scores = await scorer.score(probe)
+            scores.probability(0)  # a probability, or ModelUnavailable
+        except FraudscoreError as exc:
+            return str(exc)
+        except TimeoutError:
+            return f"model unavailable: no answer to a probe within {timeout_s} s"
+        return "ok"
+
+    return check
 
 
 @asynccontextmanager
@@ -135,12 +156,18 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             stores = await _postgres_stores(settings, settings.database_url, stack)
         else:
             stores = await asyncio.to_thread(_memory_stores, settings)
+
+        model_check = model_readiness(threaded)
+
+        async def checks() -> dict[str, str]:
+            return {"model": await model_check(), "store": await stores.check()}
+
         yield Runtime(
             service=ScoringService(features=stores.features, sink=stores.sink, scorer=scorer),
             async_service=AsyncScoringService(
                 features=stores.async_features, sink=stores.async_sink, scorer=threaded
             ),
-            checks=stores.checks,
+            checks=checks,
             info={"model_version": scorer.model_version},
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,12 +17,13 @@ from fraudscore import (
     FraudscoreError,
     InvalidFeatures,
     ModelUnavailable,
+    Scores,
     ScoringService,
     StoreUnavailable,
 )
 from fraudscore.ports import FeatureRepository, PredictionSink
 from fraudscore_adapters.batching import ThreadScorer
-from fraudscore_adapters.bootstrap import build_app
+from fraudscore_adapters.bootstrap import build_app, model_readiness
 from fraudscore_adapters.http import Runtime, create_app
 from fraudscore_adapters.memory import (
     AsyncMemoryFeatureStore,
@@ -231,3 +233,29 @@ def test_a_missing_model_refuses_to_start(tmp_path: Path, tiny_model: tuple[Path
     with pytest.raises(BaseExceptionGroup) as caught, TestClient(build_app(settings)):
         pass
     assert caught.group_contains(ModelUnavailable, match="no manifest.json", depth=None)
+
+
+def test_readiness_scores_a_probe_and_names_a_model_fault() -> None:
+    class Model:
+        def __init__(self, scores: Scores | None = None, delay_s: float = 0.0) -> None:
+            self.scores, self.delay_s = scores, delay_s
+            self.seen: list[int] = []
+
+        async def score(self, applications: Sequence[Application]) -> Scores:
+            self.seen.append(len(applications))
+            await asyncio.sleep(self.delay_s)
+            if self.scores is None:
+                raise ModelUnavailable("booster gone")
+            return self.scores
+
+    async def check(model: Model) -> str:
+        return await model_readiness(model, timeout_s=0.05)()
+
+    good = Model(Scores([0.2], 0.5, "v"))
+    assert asyncio.run(check(good)) == "ok"
+    assert good.seen == [1]
+    assert asyncio.run(check(Model())) == "model unavailable: booster gone"
+    nan = asyncio.run(check(Model(Scores([float("nan")], 0.5, "v"))))
+    assert nan == "model unavailable: scorer returned nan, which is not a probability"
+    slow = asyncio.run(check(Model(Scores([0.2], 0.5, "v"), delay_s=1.0)))
+    assert slow == "model unavailable: no answer to a probe within 0.05 s"

@@ -4,7 +4,7 @@ Built by :func:`create_app` from a runtime factory (the composition root's): the
 enters it (open pools, load the model) and leaves it (close them), in that order. Routes:
 
 - ``GET /healthcheck``: liveness, ``ok`` while the process answers;
-- ``GET /readyz``: readiness, 200 when the model is loaded and the store answers, else 503
+- ``GET /readyz``: readiness, 200 when the model scores a probe and the store answers, else 503
   naming the part that failed;
 - ``POST /predict/sync/{user_id}`` and ``POST /predict/async/{user_id}``: score the user's
   newest stored application and record the prediction before answering. POST, because each
@@ -150,7 +150,7 @@ def _health_routes(holder: _Holder) -> list[HTTPRouteHandler]:
         responses={503: ResponseSpec(Readiness, description="Not ready")},
     )
     async def readyz() -> Response[Readiness]:
-        """Readiness: the model is loaded and the feature store answers."""
+        """Readiness: the model scores a probe and the feature store answers."""
         checks = await holder.runtime.checks()
         ready = all(v == "ok" for v in checks.values())
         body = Readiness("ready" if ready else "not ready", checks)
