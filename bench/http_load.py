@@ -1,7 +1,8 @@
 """HTTP load benchmark: fraudscore next to the seed stack, same data, same machine, with wrk.
 
     uv run python bench/http_load.py [--duration 15] [--warmup 3] [--conns 16 64]
-        [--workers 1 2] [--rows 1000000] [--no-peer] [--url postgresql://postgres@127.0.0.1/test]
+        [--workers 1 2] [--rows 1000000] [--no-peer] [--fast-path on off]
+        [--url postgresql://postgres@127.0.0.1/test]
 
 What it does (bounded in time; every server it starts, it stops):
 1. installs wrk with apt-get if it is missing;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -218,7 +220,8 @@ def measure(
 
 def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Namespace) -> list[Run]:
     runs: list[Run] = []
-    for workers in args.workers:
+    for fast_path, workers in itertools.product(args.fast_path, args.workers):
+        stack = "fraudscore" if fast_path == "on" else "fs-litest."
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSCORE_")}
         env |= {
             "DATABASE_URL": db_url,
@@ -226,11 +229,12 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
             "FRAUDSCORE_WORKERS": str(workers),
             "FRAUDSCORE_ARTIFACT_DIR": str(settings.artifact_dir.resolve()),
             "FRAUDSCORE_DATA_FILE": str(data.resolve()),
+            "FRAUDSCORE_FAST_PATH": fast_path,
         }
-        log(f"fraudscore, {workers} worker(s)")
+        log(f"fraudscore, {workers} worker(s), fast path {fast_path}")
         command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
         with running(command, ROOT, env, f"fraudscore-w{workers}") as session:
-            runs += measure("fraudscore", workers, session, db_url, args)
+            runs += measure(stack, workers, session, db_url, args)
     return runs
 
 
@@ -292,6 +296,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--fast-path",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="off: Litestar answers the predict routes too (rows labelled fs-litest.)",
+    )
     parser.add_argument(
         "--url", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")
     )

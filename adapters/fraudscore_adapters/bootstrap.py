@@ -31,7 +31,7 @@ from fraudscore_adapters import memory, postgres
 from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.dataset import dataset_path
-from fraudscore_adapters.http import Batching, Runtime, create_app
+from fraudscore_adapters.http import Batching, FastPredictRoutes, Runtime, create_app
 from fraudscore_adapters.settings import Settings
 from fraudscore_adapters.xgb import XGBScorer, probe_applications
 
@@ -172,16 +172,17 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         )
 
 
-def build_app(settings: Settings) -> Litestar:
+def build_app(settings: Settings) -> Litestar | FastPredictRoutes:
     """The HTTP app for ``settings``."""
     return create_app(
         lambda: runtime(settings),
         retry_after_s=settings.retry_after_s,
         batching=Batching(settings.max_batch, settings.batch_concurrency),
+        fast_path=settings.fast_path == "on",
     )
 
 
-def app_from_env() -> Litestar:
+def app_from_env() -> Litestar | FastPredictRoutes:
     """The server's factory: settings from the environment and ``.env``, read once here."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return build_app(Settings.from_env(os.environ))

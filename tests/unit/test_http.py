@@ -6,10 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar
+from litestar.enums import ScopeType
 from litestar.testing import TestClient
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from fraudscore import (
     Application,
@@ -17,26 +21,35 @@ from fraudscore import (
     FraudscoreError,
     InvalidFeatures,
     ModelUnavailable,
+    Prediction,
     Scores,
     ScoringService,
     StoreUnavailable,
 )
-from fraudscore.ports import FeatureRepository, PredictionSink
+from fraudscore.ports import FeatureRepository, PredictionSink, Scorer
 from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.bootstrap import build_app, model_readiness
-from fraudscore_adapters.http import Runtime, create_app
-from fraudscore_adapters.memory import (
-    AsyncMemoryFeatureStore,
-    AsyncMemoryPredictionSink,
-    MemoryFeatureStore,
-    MemoryPredictionSink,
-)
+from fraudscore_adapters.http import FastPredictRoutes, Runtime, create_app
+from fraudscore_adapters.memory import MemoryFeatureStore, MemoryPredictionSink
 from fraudscore_adapters.settings import Settings
-from tests.support import DownSink, RuleScorer, application, raw
+from tests.support import BrokenScorer, DownSink, RuleScorer, application, raw
 
 pytestmark = pytest.mark.unit
 
-Client = TestClient[Litestar]
+Client = TestClient[Litestar | FastPredictRoutes]
+
+
+class AsyncFaces:
+    """The async faces of any blocking repository and sink (for faults on both routes)."""
+
+    def __init__(self, features: FeatureRepository, sink: PredictionSink) -> None:
+        self.features, self.sink = features, sink
+
+    async def latest_many(self, user_ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
+        return self.features.latest_many(user_ids)
+
+    async def record_many(self, predictions: Sequence[Prediction]) -> None:
+        self.sink.record_many(predictions)
 
 
 class World:
@@ -49,11 +62,13 @@ class World:
         self.store.add(2, application(housing_status="BB"))
         self.features: FeatureRepository = self.store
         self.sink_port: PredictionSink = self.sink
+        self.scorer: Scorer = RuleScorer()
         self.ready = {"model": "ok", "store": "ok"}
 
     @asynccontextmanager
     async def runtime(self) -> AsyncIterator[Runtime]:
-        scorer = ThreadScorer(RuleScorer())
+        scorer = ThreadScorer(self.scorer)
+        faces = AsyncFaces(self.features, self.sink_port)
 
         async def checks() -> dict[str, str]:
             return self.ready
@@ -61,13 +76,9 @@ class World:
         try:
             yield Runtime(
                 service=ScoringService(
-                    features=self.features, sink=self.sink_port, scorer=RuleScorer()
+                    features=self.features, sink=self.sink_port, scorer=self.scorer
                 ),
-                async_service=AsyncScoringService(
-                    features=AsyncMemoryFeatureStore(self.store),
-                    sink=AsyncMemoryPredictionSink(self.sink),
-                    scorer=scorer,
-                ),
+                async_service=AsyncScoringService(features=faces, sink=faces, scorer=scorer),
                 checks=checks,
             )
         finally:
@@ -138,15 +149,25 @@ def test_client_errors_are_problem_details(
     assert world.sink.records == ()
 
 
-def test_stored_features_that_fail_validation_name_the_field(world: World) -> None:
-    class Corrupt:
-        def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
-            try:
-                Application.parse(raw(customer_age=500))
-            except InvalidFeatures as exc:
-                return [exc.for_user(user_id) for user_id in user_ids]
-            raise AssertionError("customer_age 500 passed validation")
+class Corrupt:
+    """A store whose rows fail validation (customer_age 500)."""
 
+    def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
+        try:
+            Application.parse(raw(customer_age=500))
+        except InvalidFeatures as exc:
+            return [exc.for_user(user_id) for user_id in user_ids]
+        raise AssertionError("customer_age 500 passed validation")
+
+
+class Exploding:
+    """A store with a bug."""
+
+    def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
+        raise KeyError("secret internals")
+
+
+def test_stored_features_that_fail_validation_name_the_field(world: World) -> None:
     world.features = Corrupt()
     with TestClient(create_app(world.runtime)) as client:
         response = client.post("/predict/sync/1")
@@ -168,10 +189,6 @@ def test_an_unavailable_store_is_503_with_retry_after(world: World) -> None:
 
 
 def test_unexpected_errors_are_a_plain_500_without_a_traceback(world: World) -> None:
-    class Exploding:
-        def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
-            raise KeyError("secret internals")
-
     world.features = Exploding()
     with TestClient(create_app(world.runtime)) as client:
         response = client.post("/predict/sync/1")
@@ -259,3 +276,85 @@ def test_readiness_scores_a_probe_and_names_a_model_fault() -> None:
     assert nan == "model unavailable: scorer returned nan, which is not a probability"
     slow = asyncio.run(check(Model(Scores([0.2], 0.5, "v"), delay_s=1.0)))
     assert slow == "model unavailable: no answer to a probe within 0.05 s"
+
+
+class Spy:
+    """An ASGI app in front of another, counting the HTTP requests that reach it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app, self.paths = app, list[str]()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            self.paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+def comparable(response: httpx.Response) -> tuple[int, dict[str, str], object]:
+    """Status, headers and body, minus what differs per prediction (id, time, their length)."""
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    body = response.json() if response.content else None
+    if response.status_code == 200 and isinstance(body, dict):
+        for varying in ("prediction_id", "created_at"):
+            body[varying] = type(body.pop(varying)).__name__
+    else:
+        headers["content-length"] = response.headers["content-length"]
+    return response.status_code, headers, body
+
+
+BIG = {"content": b"x" * 2048}
+REQUESTS: list[tuple[str, str, dict[str, Any], bool]] = [
+    # method, path, request options, answered by the fast path
+    ("POST", "/predict/sync/1", {}, True),
+    ("POST", "/predict/async/2", {}, True),
+    ("POST", "/predict/async/%31", {}, True),
+    ("POST", "/predict/sync/3", {}, True),
+    ("POST", "/predict/async/abc", {}, True),
+    ("POST", "/predict/sync/-1", {}, True),
+    ("POST", "/predict/async/99999999999999999999", {}, True),
+    ("POST", "/predict/sync/" + "9" * 300, {}, True),
+    ("POST", "/predict/async/1", {"content": b""}, True),
+    ("POST", "/predict/async/1", {"content": b"{}"}, False),
+    ("POST", "/predict/sync/1", BIG, False),
+    ("POST", "/predict/async/1/", {}, False),
+    ("POST", "/predict/async/", {}, False),
+    ("POST", "/predict/other/1", {}, False),
+    ("GET", "/predict/sync/1", {}, False),
+    ("PUT", "/predict/async/1", {}, False),
+]
+
+
+Seen = tuple[int, dict[str, str], object]
+
+
+def exchange(world: World, fast_path: bool) -> tuple[list[Seen], list[str]]:
+    """Every request of REQUESTS through an app; the responses, and what reached Litestar."""
+    app = create_app(world.runtime, retry_after_s=7, fast_path=fast_path)
+    if isinstance(app, FastPredictRoutes):
+        spy = Spy(app.litestar)
+        app.litestar = spy  # type: ignore[assignment]  # an ASGI app in Litestar's place
+        served: ASGIApp = app
+    else:
+        spy = served = Spy(app)
+    with TestClient(served) as client:
+        got = [comparable(client.request(m, p, **o)) for m, p, o, _ in REQUESTS]
+    return got, spy.paths
+
+
+@pytest.mark.parametrize("fault", ["none", "store down", "corrupt features", "model down", "bug"])
+def test_the_fast_path_answers_exactly_as_litestar_does(world: World, fault: str) -> None:
+    if fault == "store down":
+        world.sink_port = DownSink()
+    elif fault == "corrupt features":
+        world.features = Corrupt()
+    elif fault == "model down":
+        world.scorer = BrokenScorer()
+    elif fault == "bug":
+        world.features = Exploding()
+    fast, to_litestar = exchange(world, fast_path=True)
+    slow, everything = exchange(world, fast_path=False)
+    assert fast == slow
+    assert to_litestar == [p for _, p, _, fast in REQUESTS if not fast]  # the rest: fast path
+    assert len(everything) == len(REQUESTS)
+    statuses = {status for status, _, _ in fast}
+    assert statuses >= ({200, 400, 404, 405, 413} if fault == "none" else {405, 413})

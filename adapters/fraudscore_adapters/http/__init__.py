@@ -1,5 +1,6 @@
 """The Litestar HTTP adapter."""
 
 from fraudscore_adapters.http.app import Batching, Runtime, RuntimeFactory, create_app
+from fraudscore_adapters.http.fastpath import FastPredictRoutes
 
-__all__ = ["Batching", "Runtime", "RuntimeFactory", "create_app"]
+__all__ = ["Batching", "FastPredictRoutes", "Runtime", "RuntimeFactory", "create_app"]

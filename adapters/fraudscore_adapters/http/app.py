@@ -33,6 +33,7 @@ from litestar.params import PathParameter
 
 from fraudscore import AsyncScoringService, ScoringService
 from fraudscore_adapters.batching import BatchedPredictions
+from fraudscore_adapters.http.fastpath import FastPredictRoutes
 from fraudscore_adapters.http.problems import PROBLEM_MEDIA_TYPE, exception_handlers
 from fraudscore_adapters.http.schemas import PredictionOut, Problem, Readiness
 
@@ -107,8 +108,10 @@ class Batching:
 
 class _Holder:
     runtime: Runtime
-    sync: BatchedPredictions
-    async_: BatchedPredictions
+
+    def __init__(self) -> None:
+        self.routes: dict[str, BatchedPredictions] = {}
+        """Each predict route's batcher, by route name; filled in by the lifespan."""
 
 
 def _lifespan(
@@ -123,16 +126,17 @@ def _lifespan(
         try:
             async with runtime() as rt:
                 holder.runtime = rt
-                holder.sync = BatchedPredictions.in_threads(
+                holder.routes["sync"] = BatchedPredictions.in_threads(
                     rt.service, threads, route="sync", **options
                 )
-                holder.async_ = BatchedPredictions.on_loop(
+                holder.routes["async"] = BatchedPredictions.on_loop(
                     rt.async_service, route="async", **options
                 )
                 gc.collect()
                 gc.freeze()  # the model and data are long-lived: keep them out of GC passes
                 yield
         finally:
+            holder.routes.clear()
             threads.shutdown(wait=True, cancel_futures=True)
 
     return lifespan
@@ -168,7 +172,7 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
     )
     async def predict_sync(user_id: UserIdPath) -> PredictionOut:
         """Score the user's newest application with blocking I/O in a worker thread."""
-        return PredictionOut.of(await holder.sync.predict(user_id))
+        return PredictionOut.of(await holder.routes["sync"].predict(user_id))
 
     @post(
         "/predict/async/{user_id:str}",
@@ -178,7 +182,7 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
     )
     async def predict_async(user_id: UserIdPath) -> PredictionOut:
         """Score the user's newest application on the event loop (batched with its peers)."""
-        return PredictionOut.of(await holder.async_.predict(user_id))
+        return PredictionOut.of(await holder.routes["async"].predict(user_id))
 
     return [predict_sync, predict_async]
 
@@ -188,9 +192,14 @@ def create_app(
     *,
     retry_after_s: int = 1,
     batching: Batching = Batching(),
+    fast_path: bool = True,
     debug: bool = False,
-) -> Litestar:
-    """The HTTP application; ``runtime`` is entered in the lifespan and left on shutdown."""
+) -> Litestar | FastPredictRoutes:
+    """The HTTP application; ``runtime`` is entered in the lifespan and left on shutdown.
+
+    With ``fast_path`` the predict routes are answered in front of Litestar (see
+    :mod:`~fraudscore_adapters.http.fastpath`); without, Litestar answers everything.
+    """
     holder = _Holder()
     app = Litestar(
         route_handlers=[*_health_routes(holder), *_predict_routes(holder)],
@@ -202,4 +211,6 @@ def create_app(
         debug=debug,
     )
     app.state.retry_after_s = retry_after_s
+    if fast_path:
+        return FastPredictRoutes(app, holder.routes, retry_after_s=retry_after_s)
     return app

@@ -25,7 +25,15 @@ from fraudscore import (
 )
 from fraudscore_adapters.http.schemas import FieldProblemOut, Problem
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "STATUS", "exception_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_MEDIA_TYPE",
+    "STATUS",
+    "domain_problem",
+    "exception_handlers",
+    "problem_response",
+    "retry_after",
+    "unexpected_problem",
+]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("fraudscore.http")
@@ -65,14 +73,17 @@ def _kind_of(exc: FraudscoreError) -> _Kind:
     return _INTERNAL
 
 
-def _domain(request: Request[Any, Any, Any], exc: FraudscoreError) -> Response[bytes]:
+def domain_problem(exc: FraudscoreError, method: str, path: str) -> Problem:
+    """The problem a domain error is answered with (a 5xx is logged as a warning)."""
     kind = _kind_of(exc)
-    problem = Problem(
+    if kind.status >= 500:
+        log.warning("%s %s: %s", method, path, exc)
+    return Problem(
         type=f"/problems/{kind.slug}",
         title=kind.title,
         status=kind.status,
         detail=str(exc),
-        instance=request.url.path,
+        instance=path,
         rule=exc.rule if isinstance(exc, InvalidUserId) else None,
         problems=(
             [FieldProblemOut(p.field, p.problem) for p in exc.problems]
@@ -80,10 +91,28 @@ def _domain(request: Request[Any, Any, Any], exc: FraudscoreError) -> Response[b
             else None
         ),
     )
-    if kind.status >= 500:
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-    retry = request.app.state.get("retry_after_s", 1)
-    return problem_response(problem, {"Retry-After": str(retry)} if kind.status == 503 else None)
+
+
+def unexpected_problem(exc: Exception, method: str, path: str) -> Problem:
+    """The plain 500 an unexpected error is answered with; its traceback goes to the log."""
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
+    return Problem(
+        type=f"/problems/{_INTERNAL.slug}",
+        title=_INTERNAL.title,
+        status=500,
+        detail="the server failed to answer; the error is logged",
+        instance=path,
+    )
+
+
+def retry_after(problem: Problem, retry_after_s: int) -> dict[str, str] | None:
+    """The extra headers of ``problem``: ``Retry-After`` on a 503."""
+    return {"Retry-After": str(retry_after_s)} if problem.status == 503 else None
+
+
+def _domain(request: Request[Any, Any, Any], exc: FraudscoreError) -> Response[bytes]:
+    problem = domain_problem(exc, request.method, request.url.path)
+    return problem_response(problem, retry_after(problem, request.app.state.retry_after_s))
 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -98,15 +127,7 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    problem = Problem(
-        type=f"/problems/{_INTERNAL.slug}",
-        title=_INTERNAL.title,
-        status=500,
-        detail="the server failed to answer; the error is logged",
-        instance=request.url.path,
-    )
-    return problem_response(problem)
+    return problem_response(unexpected_problem(exc, request.method, request.url.path))
 
 
 def _reason(status: int) -> str:
