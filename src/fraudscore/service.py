@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from fraudscore.domain import Application, Prediction, Scores, is_fraud, parse_user_id
 from fraudscore.errors import FraudscoreError, ModelUnavailable, StoreUnavailable
@@ -25,6 +26,9 @@ from fraudscore.ports import (
 
 __all__ = ["AsyncScoringService", "Clock", "IdFactory", "Outcome", "ScoringService", "utc_now"]
 
+F = TypeVar("F")  # a feature repository, blocking or async
+S = TypeVar("S")  # a prediction sink
+M = TypeVar("M")  # a scorer (the model)
 Clock = Callable[[], datetime]
 IdFactory = Callable[[], uuid.UUID]
 Outcome = Prediction | FraudscoreError
@@ -129,23 +133,27 @@ def _check_count(
         raise error(f"{part} returned {got} results for {want}")
 
 
-class ScoringService:
-    """The use case with blocking ports (library callers, the sync route's worker threads)."""
+class _Wired(Generic[F, S, M]):
+    """The ports, clock and id factory a face of the use case runs on."""
 
     def __init__(
         self,
         *,
-        features: FeatureRepository,
-        sink: PredictionSink,
-        scorer: Scorer,
+        features: F,
+        sink: S,
+        scorer: M,
         clock: Clock = utc_now,
         new_id: IdFactory = uuid.uuid4,
     ) -> None:
-        self._features = features
-        self._sink = sink
-        self._scorer = scorer
+        self._features: F = features
+        self._sink: S = sink
+        self._scorer: M = scorer
         self._clock = clock
         self._new_id = new_id
+
+
+class ScoringService(_Wired[FeatureRepository, PredictionSink, Scorer]):
+    """The use case with blocking ports (library callers, the sync route's worker threads)."""
 
     def predict(self, user_id: int | str, *, route: str = "library") -> Prediction:
         """Score the newest application of ``user_id``, record the prediction, return it.
@@ -174,23 +182,8 @@ class ScoringService:
         return batch.outcomes()
 
 
-class AsyncScoringService:
+class AsyncScoringService(_Wired[AsyncFeatureRepository, AsyncPredictionSink, AsyncScorer]):
     """The use case with async ports, for callers on an event loop."""
-
-    def __init__(
-        self,
-        *,
-        features: AsyncFeatureRepository,
-        sink: AsyncPredictionSink,
-        scorer: AsyncScorer,
-        clock: Clock = utc_now,
-        new_id: IdFactory = uuid.uuid4,
-    ) -> None:
-        self._features = features
-        self._sink = sink
-        self._scorer = scorer
-        self._clock = clock
-        self._new_id = new_id
 
     async def predict(self, user_id: int | str, *, route: str = "library") -> Prediction:
         """Async face of :meth:`ScoringService.predict`, with the same contract."""
