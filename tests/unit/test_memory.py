@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from fraudscore import FEATURES, Application, Kind, ScoringService, UnknownUser
+from fraudscore import FEATURES, Application, Kind, Prediction, ScoringService, UnknownUser
 from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.memory import (
     AsyncMemoryFeatureStore,
@@ -202,3 +205,14 @@ def test_async_faces_share_the_same_data() -> None:
 
     assert asyncio.run(main()) == store.latest(3)
     assert sink.records == (prediction, prediction)
+
+
+def test_kept_predictions_are_invisible_to_the_garbage_collector() -> None:
+    sink = MemoryPredictionSink(capacity=3)
+    stamp = datetime(2026, 11, 27, tzinfo=UTC)
+    made = [Prediction(uuid.uuid4(), u, 0.25, False, 0.5, "v", "sync", stamp) for u in range(5)]
+    sink.record_many(made)
+    gc.collect()
+    assert not any(gc.is_tracked(record) for record in sink._records)
+    assert sink.records == tuple(made[2:])  # the newest three, equal to what was recorded
+    assert sink.total == 5
