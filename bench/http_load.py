@@ -2,7 +2,7 @@
 
     uv run python bench/http_load.py [--duration 15] [--warmup 3] [--conns 16 64]
         [--workers 1 2] [--rows 1000000] [--no-peer] [--fast-path on off]
-        [--batch-concurrency 1 2]
+        [--batch-concurrency 1 2] [--floors]
         [--url postgresql://postgres@127.0.0.1/test]
 
 What it does (bounded in time; every server it starts, it stops):
@@ -16,7 +16,9 @@ What it does (bounded in time; every server it starts, it stops):
    recorded after it counted);
 5. the same for the seed stack (``../shared/peers/seed-stack``, copied to /tmp, its own venv and
    model), fed the same applications in its own database ``peer``;
-6. prints one table, and the ratio of the two stacks for each row, with the CPU each request
+6. with ``--floors``, the same wrk runs against a raw ASGI app and a bare Litestar route
+   (``bench/floor_apps.py``): what the server and the framework cost on their own;
+7. prints one table, and the ratio of the two stacks for each row, with the CPU each request
    cost the server (all its processes) and PostgreSQL (all its processes), from /proc.
 """
 
@@ -191,21 +193,28 @@ def running(command: list[str], cwd: Path, env: dict[str, str], label: str) -> I
 
 
 def measure(
-    stack: str, workers: int, session: int, db_url: str, args: argparse.Namespace
+    stack: str,
+    workers: int,
+    session: int,
+    db_url: str | None,
+    args: argparse.Namespace,
+    *,
+    routes: tuple[str, ...] = ("sync", "async"),
 ) -> list[Run]:
+    """wrk on each route at each connection count; ``db_url`` None: no rows to check."""
     runs = []
-    for route in ("sync", "async"):
+    for route in routes:
         for conns in args.conns:
             path = f"/predict/{route}/"
             wrk(path, conns, args.warmup, args.rows)
-            before = settled_rows(db_url)
+            before = settled_rows(db_url) if db_url else 0
             cpu = cpu_seconds(session), cpu_seconds(None)
             out = wrk(path, conns, args.duration, args.rows)
             cpu = cpu_seconds(session) - cpu[0], cpu_seconds(None) - cpu[1]
-            rows = settled_rows(db_url) - before
+            two_xx = int(out["requests"] - out["non_2xx"])
+            rows = settled_rows(db_url) - before if db_url else two_xx
             errors = int(out["non_2xx"] + out["connect"] + out["read"] + out["write"])
             errors += int(out["timeout"])
-            two_xx = int(out["requests"] - out["non_2xx"])
             per_request = [1e6 * c / max(out["requests"], 1) for c in cpu]
             run = Run(stack, workers, route, conns, out["requests"] / out["seconds"],
                       out["p50_ms"], out["p99_ms"], errors, two_xx, rows, *per_request)  # fmt: skip
@@ -241,6 +250,18 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
         command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
         with running(command, ROOT, env, f"fraudscore-w{workers}") as session:
             runs += measure(stack, workers, session, db_url, args)
+    return runs
+
+
+def bench_floors(args: argparse.Namespace) -> list[Run]:
+    """The server alone and the server with Litestar, one worker, no I/O (floor_apps.py)."""
+    runs: list[Run] = []
+    for stack, target in (("floor: raw ASGI", "raw_asgi"), ("floor: Litestar", "bare_litestar")):
+        log(f"{stack}: granian, 1 worker, bench/floor_apps.py:{target}")
+        command = [sys.executable, "-m", "granian", "--interface", "asgi", "--workers", "1",
+                   "--port", str(PORT), "--no-ws", f"floor_apps:{target}"]  # fmt: skip
+        with running(command, ROOT / "bench", dict(os.environ), target) as session:
+            runs += measure(stack, 1, session, None, args, routes=("async",))
     return runs
 
 
@@ -303,6 +324,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument(
+        "--floors", action="store_true", help="also the raw-ASGI and bare-Litestar floors"
+    )
+    parser.add_argument(
         "--fast-path",
         nargs="+",
         choices=["on", "off"],
@@ -326,6 +350,8 @@ def main() -> None:
     if not (settings.artifact_dir / "manifest.json").is_file():
         subprocess.run([sys.executable, "-m", "fraudscore_adapters", "train"], check=True)
     runs = bench_ours(prepare_ours(args.url, data, args.rows), settings, data, args)
+    if args.floors:
+        runs += bench_floors(args)
     if not args.no_peer:
         runs += bench_peer(prepare_peer(args.url, data, args.rows), args)
     report(runs)
