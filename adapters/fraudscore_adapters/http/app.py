@@ -102,8 +102,9 @@ class Batching:
     max_batch: int = 128
     """Requests per batch at most."""
     concurrency: int = 1
-    """Batches in flight at once, per route. One lets batches grow with load: with four in
-    flight they averaged ~2 requests and each request cost about twice the CPU."""
+    """Batches in flight at once, per route. One lets batches grow with load; two or three
+    measured no better at 16 or 64 connections and cost more CPU per request
+    (``bench/http_load.py --batch-concurrency 1 2 3``)."""
 
 
 class _Holder:
