@@ -307,7 +307,8 @@ def report(runs: list[Run]) -> None:
           f"{'server CPU/req':>16}{'PG CPU/req':>12}")  # fmt: skip
     for r in runs:
         base = peer.get((r.workers, r.route, r.conns))
-        ratio = f"{r.rps / base.rps:.0f}x" if base and r.stack != "seed-stack" else ""
+        ours = r.stack != "seed-stack" and not r.stack.startswith("floor")
+        ratio = f"{r.rps / base.rps:.0f}x" if base and ours else ""
         print(f"{r.stack:<16}{r.workers:>2}{r.route:>7}{r.conns:>6}{r.rps:>9,.0f}"
               f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.errors:>8}"
               f"{'ok' if r.rows_ok else 'BAD':>6}{ratio:>8}"

@@ -1,11 +1,12 @@
 """The two predict routes, answered in front of Litestar by a plain ASGI callable.
 
 Why: measured here (``bench/http_load.py --floors --fast-path on off``: granian, one worker,
-wrk at 64 connections, CPU from /proc), a bare Litestar route costs the server 83-101 µs of CPU
-per request and a raw ASGI app 21-25 µs; through Litestar a whole prediction on PostgreSQL
-cost 240-299 µs, so a third of it was the framework's per-request machinery (request object,
-parameter parsing, hooks, response object). The predict routes are the service's hot path,
-so :class:`FastPredictRoutes` answers them itself (177-193 µs a prediction in the same runs),
+wrk at 64 connections, CPU from /proc; three runs), a bare Litestar route costs the server
+83-133 µs of CPU per request and a raw ASGI app 21-38 µs; through Litestar a whole prediction
+on PostgreSQL cost 240-299 µs, a third to two fifths of it the framework's per-request
+machinery (request object, parameter parsing, hooks, response object). The predict routes are
+the service's hot path, so :class:`FastPredictRoutes` answers them itself (154-193 µs a
+prediction in the same runs),
 with the same batcher, the same problem table and the same msgspec schema, byte for byte:
 the unit tests send every kind of request through both paths and compare the responses.
 
