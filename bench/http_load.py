@@ -2,7 +2,7 @@
 
     uv run python bench/http_load.py [--duration 15] [--warmup 3] [--conns 16 64]
         [--workers 1 2] [--rows 1000000] [--no-peer] [--fast-path on off]
-        [--batch-concurrency 1 2] [--floors]
+        [--batch-concurrency 1 2] [--floors] [--outage COMMAND]
         [--url postgresql://postgres@127.0.0.1/test]
 
 What it does (bounded in time; every server it starts, it stops):
@@ -18,7 +18,10 @@ What it does (bounded in time; every server it starts, it stops):
    model), fed the same applications in its own database ``peer``;
 6. with ``--floors``, the same wrk runs against a raw ASGI app and a bare Litestar route
    (``bench/floor_apps.py``): what the server and the framework cost on their own;
-7. prints one table, and the ratio of the two stacks for each row, with the CPU each request
+7. with ``--outage COMMAND``, one more run per route at the most connections with COMMAND run
+   5 s in, e.g. ``--outage "pg_ctlcluster --skip-systemctl-redirect 15 main restart -m fast"``
+   (every 2xx must still have its row);
+8. prints one table, and the ratio of the two stacks for each row, with the CPU each request
    cost the server (all its processes) and PostgreSQL (all its processes), from /proc.
 """
 
@@ -32,9 +35,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from math import nan
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -200,26 +205,37 @@ def measure(
     args: argparse.Namespace,
     *,
     routes: tuple[str, ...] = ("sync", "async"),
+    conns_list: tuple[int, ...] | None = None,
+    during: str | None = None,
 ) -> list[Run]:
-    """wrk on each route at each connection count; ``db_url`` None: no rows to check."""
+    """wrk on each route at each connection count; ``db_url`` None: no rows to check.
+
+    ``during``: a shell command run 5 s into each measured wrk run (e.g. restart the database).
+    """
     runs = []
     for route in routes:
-        for conns in args.conns:
+        for conns in conns_list or args.conns:
             path = f"/predict/{route}/"
             wrk(path, conns, args.warmup, args.rows)
             before = settled_rows(db_url) if db_url else 0
             cpu = cpu_seconds(session), cpu_seconds(None)
+            event = threading.Timer(5, subprocess.run, (during,), {"shell": True, "check": True})
+            if during:
+                event.start()
             out = wrk(path, conns, args.duration, args.rows)
+            if during:
+                event.join()
             cpu = cpu_seconds(session) - cpu[0], cpu_seconds(None) - cpu[1]
             two_xx = int(out["requests"] - out["non_2xx"])
             rows = settled_rows(db_url) - before if db_url else two_xx
             errors = int(out["non_2xx"] + out["connect"] + out["read"] + out["write"])
             errors += int(out["timeout"])
-            per_request = [1e6 * c / max(out["requests"], 1) for c in cpu]
+            # a restarted server's counters start again: no figure rather than a wrong one
+            per_request = [1e6 * c / max(out["requests"], 1) if c >= 0 else nan for c in cpu]
             run = Run(stack, workers, route, conns, out["requests"] / out["seconds"],
                       out["p50_ms"], out["p99_ms"], errors, two_xx, rows, *per_request)  # fmt: skip
             log(
-                f"  {stack:<16} w{workers} {route:<5} c{conns:<3} {run.rps:>8,.0f} req/s  "
+                f"  {stack:<18} w{workers} {route:<5} c{conns:<3} {run.rps:>8,.0f} req/s  "
                 f"p50 {run.p50_ms:.1f} ms  p99 {run.p99_ms:.1f} ms  errors {errors}  "
                 f"CPU/req server {run.server_us:,.0f} µs, postgres {run.pg_us:,.0f} µs  "
                 f"rows {'ok' if run.rows_ok else 'MISMATCH'} ({rows:,} for {two_xx:,} 2xx)"
@@ -250,6 +266,10 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
         command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
         with running(command, ROOT, env, f"fraudscore-w{workers}") as session:
             runs += measure(stack, workers, session, db_url, args)
+            if args.outage:
+                log(f"  with `{args.outage}` 5 s into each run")
+                runs += measure(f"{stack}+outage", workers, session, db_url, args,
+                                conns_list=(max(args.conns),), during=args.outage)  # fmt: skip
     return runs
 
 
@@ -302,14 +322,14 @@ def bench_peer(db_url: str, args: argparse.Namespace) -> list[Run]:
 
 def report(runs: list[Run]) -> None:
     peer = {(r.workers, r.route, r.conns): r for r in runs if r.stack == "seed-stack"}
-    print(f"\n{'stack':<16}{'w':>2}{'route':>7}{'conns':>6}{'req/s':>9}{'p50 ms':>9}"
+    print(f"\n{'stack':<18}{'w':>2}{'route':>7}{'conns':>6}{'req/s':>9}{'p50 ms':>9}"
           f"{'p99 ms':>9}{'errors':>8}{'rows':>6}{'x seed':>8}"
           f"{'server CPU/req':>16}{'PG CPU/req':>12}")  # fmt: skip
     for r in runs:
         base = peer.get((r.workers, r.route, r.conns))
         ours = r.stack != "seed-stack" and not r.stack.startswith("floor")
         ratio = f"{r.rps / base.rps:.0f}x" if base and ours else ""
-        print(f"{r.stack:<16}{r.workers:>2}{r.route:>7}{r.conns:>6}{r.rps:>9,.0f}"
+        print(f"{r.stack:<18}{r.workers:>2}{r.route:>7}{r.conns:>6}{r.rps:>9,.0f}"
               f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.errors:>8}"
               f"{'ok' if r.rows_ok else 'BAD':>6}{ratio:>8}"
               f"{r.server_us:>13,.0f} µs{r.pg_us:>9,.0f} µs")  # fmt: skip
@@ -326,6 +346,12 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument(
         "--floors", action="store_true", help="also the raw-ASGI and bare-Litestar floors"
+    )
+    parser.add_argument(
+        "--outage",
+        metavar="COMMAND",
+        help="also a run at the most connections with COMMAND run 5 s in (e.g. restart the"
+        " database: errors, p99 and rows show what an outage costs); it runs as given",
     )
     parser.add_argument(
         "--fast-path",
