@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import psycopg
@@ -86,6 +86,7 @@ _QUOTED = re.compile(r'"[^"]*"')
 _JSON = msgspec.json.Decoder()
 _JSON_ENCODER = msgspec.json.Encoder()
 T = TypeVar("T")
+P = TypeVar("P")  # a connection pool, blocking or async
 
 POOLER_HOST_MARK = "-pooler"
 """A host name containing this is a transaction-mode pooler (Neon's pooled endpoints)."""
@@ -258,17 +259,21 @@ async def arun_once_more_if_broken(
             return await work(conn)
 
 
-class PostgresFeatureStore:
+class _OnPool(Generic[P]):
+    """An adapter on a connection pool, blocking or async."""
+
+    def __init__(self, pool: P, *, prepare: bool = True) -> None:
+        self._pool = pool
+        self.prepare = prepare
+        """Prepare statements on the server (off behind a transaction-mode pooler)."""
+
+
+class PostgresFeatureStore(_OnPool[psycopg_pool.ConnectionPool[Any]]):
     """:class:`~fraudscore.FeatureRepository` on a blocking connection pool.
 
     A batch of users is one ``user_id = ANY(...)`` query (about a third of the CPU of one query
     per user, measured); the caller decides how many users a batch holds.
     """
-
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, prepare: bool = True) -> None:
-        self._pool = pool
-        self.prepare = prepare
-        """Prepare the query on the server (off behind a transaction-mode pooler)."""
 
     def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
         """The newest stored application of each user (or its error), in order."""
@@ -282,18 +287,13 @@ class PostgresFeatureStore:
         )
 
 
-class PostgresPredictionSink:
+class PostgresPredictionSink(_OnPool[psycopg_pool.ConnectionPool[Any]]):
     """:class:`~fraudscore.PredictionSink` on a blocking connection pool (autocommit).
 
     A batch is one multi-row INSERT, one commit, one WAL flush; it returns once that commit is
     done. The insert skips ids already stored, so the retry after a dead connection cannot
     duplicate a row.
     """
-
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, prepare: bool = True) -> None:
-        self._pool = pool
-        self.prepare = prepare
-        """Prepare the insert on the server (off behind a transaction-mode pooler)."""
 
     def record_many(self, predictions: Sequence[Prediction]) -> None:
         """Insert ``predictions``; returns once their rows are committed."""
@@ -305,15 +305,8 @@ class PostgresPredictionSink:
         run_once_more_if_broken(self._pool, "recording predictions", insert)
 
 
-class AsyncPostgresFeatureStore:
+class AsyncPostgresFeatureStore(_OnPool[psycopg_pool.AsyncConnectionPool[Any]]):
     """:class:`~fraudscore.AsyncFeatureRepository` on an async pool (same query per batch)."""
-
-    def __init__(
-        self, pool: psycopg_pool.AsyncConnectionPool[Any], *, prepare: bool = True
-    ) -> None:
-        self._pool = pool
-        self.prepare = prepare
-        """Prepare the query on the server (off behind a transaction-mode pooler)."""
 
     async def latest_many(self, user_ids: Sequence[int]) -> list[Application | FraudscoreError]:
         """The newest stored application of each user (or its error), in order."""
@@ -326,15 +319,8 @@ class AsyncPostgresFeatureStore:
         return _applications(user_ids, rows)
 
 
-class AsyncPostgresPredictionSink:
+class AsyncPostgresPredictionSink(_OnPool[psycopg_pool.AsyncConnectionPool[Any]]):
     """:class:`~fraudscore.AsyncPredictionSink` on an async pool (same INSERT per batch)."""
-
-    def __init__(
-        self, pool: psycopg_pool.AsyncConnectionPool[Any], *, prepare: bool = True
-    ) -> None:
-        self._pool = pool
-        self.prepare = prepare
-        """Prepare the insert on the server (off behind a transaction-mode pooler)."""
 
     async def record_many(self, predictions: Sequence[Prediction]) -> None:
         """Insert ``predictions``; returns once their rows are committed."""
