@@ -164,28 +164,29 @@ def _health_routes(holder: _Holder) -> list[HTTPRouteHandler]:
     return [healthcheck, readyz]
 
 
+_PREDICT_ROUTES = {
+    "sync": "Score the user's newest application with blocking I/O in a worker thread.",
+    "async": "Score the user's newest application on the event loop (batched with its peers).",
+}
+"""The predict routes by name (the name is also the route recorded with each prediction)."""
+
+
 def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
-    @post(
-        "/predict/sync/{user_id:str}",
-        status_code=200,
-        tags=["predict"],
-        responses=PREDICT_RESPONSES,
-    )
-    async def predict_sync(user_id: UserIdPath) -> PredictionOut:
-        """Score the user's newest application with blocking I/O in a worker thread."""
-        return PredictionOut.of(await holder.routes["sync"].predict(user_id))
+    """One handler per predict route: the same code, only the batcher differs."""
 
-    @post(
-        "/predict/async/{user_id:str}",
-        status_code=200,
-        tags=["predict"],
-        responses=PREDICT_RESPONSES,
-    )
-    async def predict_async(user_id: UserIdPath) -> PredictionOut:
-        """Score the user's newest application on the event loop (batched with its peers)."""
-        return PredictionOut.of(await holder.routes["async"].predict(user_id))
+    def route(name: str, doc: str) -> HTTPRouteHandler:
+        async def predict(user_id: UserIdPath) -> PredictionOut:
+            return PredictionOut.of(await holder.routes[name].predict(user_id))
 
-    return [predict_sync, predict_async]
+        predict.__name__, predict.__doc__ = f"predict_{name}", doc
+        return post(
+            f"/predict/{name}/{{user_id:str}}",
+            status_code=200,
+            tags=["predict"],
+            responses=PREDICT_RESPONSES,
+        )(predict)
+
+    return [route(name, doc) for name, doc in _PREDICT_ROUTES.items()]
 
 
 def create_app(
