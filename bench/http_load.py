@@ -219,11 +219,14 @@ def measure(
             wrk(path, conns, args.warmup, args.rows)
             before = settled_rows(db_url) if db_url else 0
             cpu = cpu_seconds(session), cpu_seconds(None)
-            event = threading.Timer(5, subprocess.run, (during,), {"shell": True, "check": True})
+            event = None
             if during:
+                event = threading.Timer(
+                    5, subprocess.run, (during,), {"shell": True, "check": True}
+                )
                 event.start()
             out = wrk(path, conns, args.duration, args.rows)
-            if during:
+            if event:
                 event.join()
             cpu = cpu_seconds(session) - cpu[0], cpu_seconds(None) - cpu[1]
             two_xx = int(out["requests"] - out["non_2xx"])
