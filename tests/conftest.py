@@ -1,15 +1,17 @@
 """Suite-wide rules and fixtures.
 
 A real PostgreSQL for the integration and e2e tests comes from ``TEST_DATABASE_URL`` first,
-else from a testcontainers ``PostgresContainer`` where a Docker engine answers, else the tests
-skip saying why (and in CI a skip of a database test fails the run: see the hook below). Each
-test run works in a fresh database of its own, dropped at the end; each test starts from
-empty tables.
+else from a PostgreSQL answering at the conventional local address (``LOCAL_POSTGRES``), else
+from a testcontainers ``PostgresContainer`` where a Docker engine answers, else the tests
+skip saying why; the report header says which. In CI a skip of a database test fails the
+run (see the hook below). Each test run works in a fresh database of its own, dropped at the
+end; each test starts from empty tables.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import uuid
 from collections.abc import Generator, Iterator
@@ -60,15 +62,43 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+@functools.cache
+def _given_or_local() -> tuple[str | None, str]:
+    """The server URL from the environment, else the local one if it answers; and whence."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url, "TEST_DATABASE_URL"
+    try:
+        psycopg.connect(LOCAL_POSTGRES, connect_timeout=2).close()
+    except psycopg.Error:
+        return None, f"TEST_DATABASE_URL unset and nothing answers at {LOCAL_POSTGRES}"
+    return LOCAL_POSTGRES, f"TEST_DATABASE_URL unset: the local server at {LOCAL_POSTGRES}"
+
+
+def pytest_report_header() -> str:
+    """Say which PostgreSQL the database tests use."""
+    return f"database tests: {_given_or_local()[1]}"
+
+
 def _docker_postgres() -> Iterator[str]:
     try:
         import docker  # type: ignore[import-untyped]  # noqa: PLC0415 - only where Docker runs
 
-        docker.from_env().ping()
+        # No engine to ask: docker-py's failed attempt on a missing socket leaks that socket,
+        # which -W error turns into a failure of the whole run after the skips.
+        if not os.environ.get("DOCKER_HOST") and not Path(DOCKER_SOCKET).exists():
+            raise FileNotFoundError(f"no DOCKER_HOST and no {DOCKER_SOCKET}")
+        with contextlib.closing(docker.from_env()) as client:
+            client.ping()
     except Exception as exc:
         pytest.skip(
             "no PostgreSQL for integration tests: set TEST_DATABASE_URL "
-            f"(e.g. postgresql://postgres@127.0.0.1:5432/test) or run a Docker engine ({exc})"
+            f"(e.g. postgresql://postgres@127.0.0.1:5432/test), run one at {LOCAL_POSTGRES}"
+            f" or run a Docker engine ({exc})"
         )
     from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
 
@@ -79,7 +109,7 @@ def _docker_postgres() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server we may create databases on."""
-    url = os.environ.get("TEST_DATABASE_URL")
+    url, _ = _given_or_local()
     if url:
         yield url
     else:
