@@ -14,6 +14,7 @@ import pytest
 
 from fraudscore import StoreUnavailable
 from fraudscore_adapters import bootstrap, postgres
+from fraudscore_adapters.postgres import pools
 from fraudscore_adapters.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.unit
@@ -156,13 +157,13 @@ def test_a_pooler_gets_no_startup_options() -> None:
 
 
 def test_pools_wait_briefly_per_request_but_allow_a_cold_start() -> None:
-    options = postgres._pool_options(2, 8, 3.0, 3_000, connect_timeout_s=10, max_idle_s=300.0)
+    options = pools._pool_options(2, 8, 3.0, 3_000, connect_timeout_s=10, max_idle_s=300.0)
     assert (options["timeout"], options["kwargs"]["connect_timeout"]) == (3.0, 10)
     assert options["max_idle"] == 300.0
-    assert postgres._open_wait_s(3.0, 10) == 10
-    legacy = postgres._pool_options(1, 1, 2.5, 500)
+    assert pools._open_wait_s(3.0, 10) == 10
+    legacy = pools._pool_options(1, 1, 2.5, 500)
     assert legacy["kwargs"]["connect_timeout"] == 2
-    assert postgres._open_wait_s(1.0, None) == 1.0
+    assert pools._open_wait_s(1.0, None) == 1.0
 
 
 def test_the_composition_root_configures_a_neon_pooled_endpoint(
