@@ -17,6 +17,7 @@ from fraudscore.errors import (
     InvalidFeatures,
     InvalidUserId,
     ModelUnavailable,
+    StoreError,
     StoreUnavailable,
     UnknownUser,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "Scorer",
     "Scores",
     "ScoringService",
+    "StoreError",
     "StoreUnavailable",
     "UnknownUser",
     "Value",

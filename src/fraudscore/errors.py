@@ -11,6 +11,7 @@ __all__ = [
     "InvalidFeatures",
     "InvalidUserId",
     "ModelUnavailable",
+    "StoreError",
     "StoreUnavailable",
     "UnknownUser",
 ]
@@ -53,11 +54,21 @@ class InvalidFeatures(FraudscoreError, ValueError):
 
 
 class StoreUnavailable(FraudscoreError):
-    """The feature store or prediction sink cannot be reached or timed out."""
+    """The feature store or prediction sink cannot be reached, timed out, or refused the work
+    for a reason that passes (a restart, a failover, a read-only standby): worth a retry."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"store unavailable: {reason}")
+
+
+class StoreError(FraudscoreError):
+    """The store answered with an error that a retry will not fix (a missing table, a missing
+    privilege, a row the store refuses): a fault of the deployment or of that data."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"store error: {reason}")
 
 
 class ModelUnavailable(FraudscoreError):

@@ -18,8 +18,13 @@ __all__ = [
     "AsyncScorer",
     "FeatureRepository",
     "PredictionSink",
+    "Recorded",
     "Scorer",
 ]
+
+Recorded = Sequence[FraudscoreError | None] | None
+"""What a sink says of a batch: None when every prediction is stored; else one entry per
+prediction, in order: None where it is stored, the error that kept it out where it is not."""
 
 
 class FeatureRepository(Protocol):
@@ -43,18 +48,20 @@ class AsyncFeatureRepository(Protocol):
 class PredictionSink(Protocol):
     """Where answered predictions are recorded, durably, before the answer leaves."""
 
-    def record_many(self, predictions: Sequence[Prediction]) -> None:
-        """Persist all ``predictions``; return only once they are stored (all of them, in one
-        commit), or raise StoreUnavailable."""
+    def record_many(self, predictions: Sequence[Prediction]) -> Recorded:
+        """Persist ``predictions``; return only once they are stored: None when all are, else
+        one entry per prediction, None where stored and the error where not. Raise
+        StoreUnavailable (or StoreError) when none can be."""
         ...
 
 
 class AsyncPredictionSink(Protocol):
     """The async face of :class:`PredictionSink`."""
 
-    async def record_many(self, predictions: Sequence[Prediction]) -> None:
-        """Persist all ``predictions``; return only once they are stored (all of them, in one
-        commit), or raise StoreUnavailable."""
+    async def record_many(self, predictions: Sequence[Prediction]) -> Recorded:
+        """Persist ``predictions``; return only once they are stored: None when all are, else
+        one entry per prediction, None where stored and the error where not. Raise
+        StoreUnavailable (or StoreError) when none can be."""
         ...
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Missing",
     "Value",
     "parse_features",
+    "shown",
 ]
 
 Value = float | int | str | None
@@ -60,6 +61,23 @@ class FieldProblem:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.problem}"
+
+
+SHOWN_CHARS = 40
+"""Longest value a problem message quotes: a stored 100 kB string must not become a 200 kB
+answer. Longer values are cut, saying how long they were."""
+MAX_UNKNOWN_FIELDS = 5
+"""Unknown field names a validation names one by one; the rest are counted in one problem."""
+
+
+def shown(value: object) -> str:
+    """``value`` as a problem message quotes it: its repr, cut to ``SHOWN_CHARS``."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[: SHOWN_CHARS - 5]}... ({len(text):,} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +121,9 @@ class Feature:
         if not isinstance(raw, str):
             raise ValueError(f"must be a string, got {type(raw).__name__}")
         if raw not in self.categories:
-            raise ValueError(f"unknown category {raw!r}; expected one of {list(self.categories)}")
+            raise ValueError(
+                f"unknown category {shown(raw)}; expected one of {list(self.categories)}"
+            )
         return raw
 
     def _parse_number(self, raw: object) -> float | int:
@@ -119,13 +139,18 @@ class Feature:
             if not raw.is_integer():
                 raise ValueError(f"must be a whole number, got {raw}")
             return int(raw)
-        return float(raw) if self.kind is Kind.NUMERIC else raw
+        if self.kind is not Kind.NUMERIC:
+            return raw
+        try:
+            return float(raw)
+        except OverflowError:
+            raise ValueError(f"{shown(raw)} is out of range [{self.low}, {self.high}]") from None
 
     def _check_range(self, number: float) -> None:
         low, high = self.low, self.high
         if (low is not None and number < low) or (high is not None and number > high):
             missing = self._sentinel_hint()
-            raise ValueError(f"{number} is out of range [{low}, {high}]{missing}")
+            raise ValueError(f"{shown(number)} is out of range [{low}, {high}]{missing}")
 
     def _sentinel_hint(self) -> str:
         if self.missing is Missing.MINUS_ONE:
@@ -227,7 +252,7 @@ def _fast_parser(feature: Feature) -> Callable[[object], object]:
         sentinel = feature.is_sentinel
 
         def numeric(raw: object) -> object:
-            if type(raw) is float or type(raw) is int:
+            if type(raw) is float or (type(raw) is int and -_BIG < raw < _BIG):
                 number = float(raw)
                 if low <= number <= high:  # type: ignore[operator]  # NaN fails: slow path
                     return number
@@ -248,6 +273,8 @@ def _fast_parser(feature: Feature) -> Callable[[object], object]:
 
     return whole
 
+
+_BIG: Final = 2**64  # an int beyond it may not fit a float: the slow path says so
 
 _FAST = tuple((f.name, _fast_parser(f), f) for f in FEATURES)
 
@@ -279,9 +306,18 @@ def parse_features(raw: Mapping[str, object]) -> tuple[tuple[Value, ...], tuple[
             problems.append(FieldProblem(name, str(exc)))
             values.append(None)
     if len(raw) > present:
-        problems.extend(
-            FieldProblem(str(name), "is not a feature of the schema")
-            for name in raw
-            if name not in FEATURE_INDEX
-        )
+        problems.extend(_unknown_fields([name for name in raw if name not in FEATURE_INDEX]))
     return tuple(values), tuple(problems)
+
+
+def _unknown_fields(names: list[object]) -> list[FieldProblem]:
+    """Problems for names that are not features: the first few by name, the rest counted."""
+    problems = [
+        FieldProblem(n if isinstance(n, str) and len(n) <= SHOWN_CHARS else shown(n),
+                     "is not a feature of the schema")
+        for n in names[:MAX_UNKNOWN_FIELDS]
+    ]  # fmt: skip
+    if len(names) > MAX_UNKNOWN_FIELDS:
+        more = len(names) - MAX_UNKNOWN_FIELDS
+        problems.append(FieldProblem("(more fields)", f"{more:,} more are not features"))
+    return problems

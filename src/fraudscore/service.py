@@ -21,6 +21,7 @@ from fraudscore.ports import (
     AsyncScorer,
     FeatureRepository,
     PredictionSink,
+    Recorded,
     Scorer,
 )
 
@@ -44,8 +45,9 @@ class _Batch:
     """One batch on its way through the steps, each user's outcome kept by position.
 
     A fault of one user (bad id, unknown user, invalid features, a score that is not a
-    probability) settles that user only; a fault of a whole step (store down, model broken)
-    settles every user still in flight. A prediction becomes an outcome only once recorded.
+    probability, a row the sink refuses) settles that user only; a fault of a whole step
+    (store down, model broken) settles every user still in flight. A prediction becomes an
+    outcome only once recorded.
     """
 
     __slots__ = ("_clock", "_flight", "_ids", "_new_id", "_outcomes", "_predictions", "_route")
@@ -112,6 +114,21 @@ class _Batch:
         self._flight = flight
         return self._predictions
 
+    def recorded(self, result: Recorded) -> None:
+        """Take the sink's answer: a prediction it could not store settles its user with the
+        error instead (the others stay recorded)."""
+        if result is None:
+            return
+        _check_count(len(result), len(self._flight), "prediction sink", StoreUnavailable)
+        flight, predictions = [], []
+        for i, prediction, error in zip(self._flight, self._predictions, result, strict=True):
+            if error is None:
+                flight.append(i)
+                predictions.append(prediction)
+            else:
+                self._outcomes[i] = error
+        self._flight, self._predictions = flight, predictions
+
     def fail(self, exc: FraudscoreError) -> None:
         """``exc`` settles every user still in flight."""
         for i in self._flight:
@@ -176,7 +193,7 @@ class ScoringService(_Wired[FeatureRepository, PredictionSink, Scorer]):
             if ids and (applications := batch.found(self._features.latest_many(ids))):
                 predictions = batch.scored(self._scorer.score(applications))
                 if predictions:
-                    self._sink.record_many(predictions)
+                    batch.recorded(self._sink.record_many(predictions))
         except FraudscoreError as exc:
             batch.fail(exc)
         return batch.outcomes()
@@ -199,7 +216,7 @@ class AsyncScoringService(_Wired[AsyncFeatureRepository, AsyncPredictionSink, As
             if ids and (applications := batch.found(await self._features.latest_many(ids))):
                 predictions = batch.scored(await self._scorer.score(applications))
                 if predictions:
-                    await self._sink.record_many(predictions)
+                    batch.recorded(await self._sink.record_many(predictions))
         except FraudscoreError as exc:
             batch.fail(exc)
         return batch.outcomes()

@@ -182,3 +182,23 @@ def test_the_fast_path_agrees_with_the_full_rules(feature: Feature) -> None:
         got = problems[0] if problems else values[FEATURE_NAMES.index(feature.name)]
         assert got == expected, candidate
         assert type(got) is type(expected), candidate
+
+
+def test_long_values_are_cut_in_problems_so_answers_stay_small() -> None:
+    found = problems_of(housing_status="B" * 100_000, income=10**400, customer_age=-(10**15))
+    assert all(len(problem) < 200 for problem in found.values())
+    assert found["housing_status"].startswith("unknown category 'BBBBB")
+    assert "(100,002 characters)" in found["housing_status"]
+    assert found["income"] == "an integer of 1329 bits is out of range [0.1, 0.9]"
+    assert found["customer_age"].startswith("-1000000000000000 is out of range")
+
+
+def test_unknown_fields_are_named_up_to_a_bound_and_the_rest_counted() -> None:
+    many = {**RAW_APPLICATION, **{f"extra_{i}" * 50: 1 for i in range(1_000)}}
+    with pytest.raises(InvalidFeatures) as caught:
+        Application.parse(many)
+    problems = caught.value.problems
+    assert len(problems) == 6
+    assert all(len(p.field) <= 60 for p in problems)
+    assert problems[-1] == FieldProblem("(more fields)", "995 more are not features")
+    assert len(str(caught.value)) < 1_000

@@ -19,6 +19,7 @@ from fraudscore import (
     Prediction,
     Scores,
     ScoringService,
+    StoreError,
     StoreUnavailable,
     UnknownUser,
     parse_user_id,
@@ -269,3 +270,62 @@ def test_the_async_face_batches_the_same_way(store: MemoryFeatureStore) -> None:
     assert [type(o) for o in got] == [type(o) for o in expected]
     assert [got[0], got[3]] == [expected[0], expected[3]]
     assert async_sink.records == sync_sink.records
+
+
+class PickySink:
+    """A sink that refuses the predictions of some users (a constraint on their rows)."""
+
+    def __init__(self, refuse: set[int], answer_short: bool = False) -> None:
+        self.refuse, self.answer_short = refuse, answer_short
+        self.kept = MemoryPredictionSink()
+
+    def record_many(self, predictions: Sequence[Prediction]) -> list[FraudscoreError | None]:
+        results: list[FraudscoreError | None] = []
+        for p in predictions:
+            if p.user_id in self.refuse:
+                results.append(StoreError(f"row of user {p.user_id} refused"))
+            else:
+                self.kept.record_many([p])
+                results.append(None)
+        return results[:-1] if self.answer_short else results
+
+    async def arecord(self, predictions: Sequence[Prediction]) -> list[FraudscoreError | None]:
+        return self.record_many(predictions)
+
+
+def test_a_row_the_sink_refuses_fails_only_its_user(store: MemoryFeatureStore) -> None:
+    store.add(3, application(housing_status="BB"))
+    sink = PickySink(refuse={2})
+    first, refused, third = service(store, sink, RuleScorer()).predict_many([1, 2, 3])
+    assert isinstance(refused, StoreError)
+    assert "row of user 2 refused" in str(refused)
+    assert isinstance(first, Prediction)
+    assert isinstance(third, Prediction)
+    assert sink.kept.records == (first, third)  # every answered prediction was stored
+
+
+def test_a_sink_answer_of_the_wrong_length_fails_the_batch(store: MemoryFeatureStore) -> None:
+    sink = PickySink(refuse=set(), answer_short=True)
+    outcomes = service(store, sink, RuleScorer()).predict_many([1, 2])
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert "prediction sink returned 1 results for 2" in str(outcomes[0])
+
+
+def test_the_async_face_takes_per_row_refusals_too(store: MemoryFeatureStore) -> None:
+    sink = PickySink(refuse={1})
+
+    class Faces:
+        async def latest_many(self, ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
+            return store.latest_many(ids)
+
+        record_many = staticmethod(sink.arecord)
+
+    faces = Faces()
+    got = asyncio.run(
+        AsyncScoringService(
+            features=faces, sink=faces, scorer=AsyncRuleScorer(RuleScorer())
+        ).predict_many([1, 2])
+    )
+    assert isinstance(got[0], StoreError)
+    assert isinstance(got[1], Prediction)
+    assert sink.kept.records == (got[1],)
