@@ -39,17 +39,16 @@ def cmd_data(settings: Settings, _: argparse.Namespace) -> None:
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
     """Train the model unless artifacts exist (or --force); print wall time and peak RSS."""
-    from fraudscore_adapters.xgb.__main__ import main as train  # noqa: PLC0415
+    from fraudscore_adapters.xgb.__main__ import train_and_report  # noqa: PLC0415
+    from fraudscore_adapters.xgb.training import TrainConfig  # noqa: PLC0415
 
     manifest = settings.artifact_dir / "manifest.json"
     if manifest.is_file() and not args.force:
         log(f"model artifacts already in {settings.artifact_dir} (make train FORCE=1 to retrain)")
         return
-    data = dataset_path(settings)
-    argv = ["--data", str(data), "--out", str(settings.artifact_dir)]
-    argv += ["--seed", str(settings.seed), "--split", settings.split]
-    if train(argv) != 0:
-        raise DatasetError([], f"training on {data} failed (see above)")
+    temporal = settings.split == "temporal"  # Settings allows random or temporal only
+    config = TrainConfig(seed=settings.seed, split="temporal" if temporal else "random")
+    train_and_report(dataset_path(settings), settings.artifact_dir, config)
 
 
 def _warn_if_pooled(url: str) -> None:

@@ -77,7 +77,8 @@ def shown(value: object) -> str:
     text = repr(value)
     if len(text) <= SHOWN_CHARS:
         return text
-    return f"{text[: SHOWN_CHARS - 5]}... ({len(text):,} characters)"
+    size = len(value) if isinstance(value, str) else len(text)
+    return f"{text[: SHOWN_CHARS - 5]}... ({size:,} characters)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ import pytest
 
 from fraudscore_adapters import cli, postgres
 from tests.conftest import MIGRATIONS
-from tests.support import latest
+from tests.support import RAW_APPLICATION, latest, raw
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +70,24 @@ def test_migrating_through_a_pooler_warns(
     err = capsys.readouterr().err
     assert "set MIGRATIONS_DATABASE_URL to the direct endpoint" in err
     assert "u:pw@" not in err
+
+
+def test_load_features_drop_invalid_drops_non_numbers_and_says_where(
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "Base.csv"
+    header: list[object] = ["fraud_bool", *RAW_APPLICATION, "month"]
+    rows = [[0, *raw(income="abc" if i in (1, 4) else 0.5).values(), 1] for i in range(6)]
+    data.write_text("".join(",".join(str(cell) for cell in row) + "\n" for row in [header, *rows]))
+    monkeypatch.setenv("FRAUDSCORE_DATA_FILE", str(data))
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["load-features"]) == 2
+    err = capsys.readouterr().err
+    assert "income: holds values that are not numbers, e.g. 'abc' (2 rows; lines 3, 6)" in err
+    assert cli.main(["load-features", "--drop-invalid"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "dropped 2 invalid rows: income: holds values that are not numbers, e.g. 'abc'"
+        " (2 rows; lines 3, 6)"
+    ) in err
+    assert counts(env) == (4, 4)

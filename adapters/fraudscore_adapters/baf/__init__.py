@@ -3,6 +3,7 @@
 from fraudscore_adapters.baf.frame import (
     ColumnProblem,
     DatasetError,
+    Numbering,
     ValidationReport,
     clean_frame,
     enum_dtype,
@@ -20,6 +21,7 @@ __all__ = [
     "LABEL_COLUMNS",
     "ColumnProblem",
     "DatasetError",
+    "Numbering",
     "ValidationReport",
     "clean_frame",
     "enum_dtype",

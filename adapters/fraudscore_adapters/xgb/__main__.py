@@ -17,7 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fraudscore_adapters.baf import DatasetError
-from fraudscore_adapters.xgb.training import TrainConfig, stderr_log, summary, train_file
+from fraudscore_adapters.xgb.training import (
+    TrainConfig,
+    TrainingResult,
+    stderr_log,
+    summary,
+    train_file,
+)
+
+__all__ = ["main", "train_and_report"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,20 +41,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status."""
-    args = _parser().parse_args(argv)
-    config = TrainConfig(seed=args.seed, split=args.split, max_rounds=args.max_rounds)
+def train_and_report(
+    data: Path, out_dir: Path, config: TrainConfig, *, drop_invalid: bool = False
+) -> TrainingResult:
+    """Train on ``data`` into ``out_dir``; log the summary table, wall time and peak RSS.
+
+    Raises :class:`DatasetError` when the data cannot train a model (columns or values at
+    fault, no labels, a split without both classes) and FileNotFoundError when it is absent.
+    """
     started = time.perf_counter()
     try:
-        result = train_file(args.data, args.out, config, drop_invalid=args.drop_invalid)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
-        stderr_log(f"error: {exc}")
-        return 2
+        result = train_file(data, out_dir, config, drop_invalid=drop_invalid)
+    except DatasetError:
+        raise
+    except ValueError as exc:  # labels, splits: the data cannot train a model
+        raise DatasetError([], f"cannot train on {data}: {exc}") from exc
     wall = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     stderr_log(summary(result))
     stderr_log(f"wall time {wall:.1f}s  peak RSS {peak_mib:,.0f} MiB")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = _parser().parse_args(argv)
+    config = TrainConfig(seed=args.seed, split=args.split, max_rounds=args.max_rounds)
+    try:
+        train_and_report(args.data, args.out, config, drop_invalid=args.drop_invalid)
+    except (DatasetError, FileNotFoundError) as exc:
+        stderr_log(f"error: {exc}")
+        return 2
     return 0
 
 
