@@ -6,81 +6,243 @@ with load and cost nothing when it is quiet (a lone call is a batch of one, sent
 caller gets its own result, or its own exception; a fault of the whole batch reaches every
 caller in it. :class:`BatchedPredictions` puts one in front of the scoring use case (what the
 HTTP routes call); :class:`ThreadScorer` keeps a blocking model off the loop.
+
+What a caller may count on, whatever hangs below (all measured by ``bench/chaos.py``):
+
+- **A bounded queue.** At most ``max_queue`` callers wait; one more gets :class:`Overloaded`
+  at once (a quick 503), instead of a latency that grows with the backlog.
+- **A deadline.** Every caller is answered within ``timeout_s`` of its arrival. A batch runs
+  under its oldest caller's deadline (:mod:`fraudscore_adapters.deadlines`, which the database
+  and model adapters honour); a caller still queued, or in a batch that has not answered, at
+  its deadline gets :class:`DeadlineExceeded`. A batch that keeps running past its deadline
+  still holds its slot (work never piles up behind a wedged call) and :meth:`stuck_s` reports
+  it, for liveness.
+- **No work for callers who left.** A caller whose client went away before its batch started
+  (``gone()`` true) is dropped from the batch: not scored, not recorded.
+- **A drain.** :meth:`drain` refuses new callers (:class:`ShuttingDown`) and waits for the
+  queued and running batches to answer, within a bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from fraudscore import (
     Application,
     AsyncScoringService,
+    FraudscoreError,
+    ModelUnavailable,
     Outcome,
     Prediction,
     Scores,
     ScoringService,
 )
 from fraudscore.ports import Scorer
+from fraudscore_adapters import deadlines
 
-__all__ = ["BatchFunction", "BatchedPredictions", "MicroBatcher", "ThreadScorer"]
+__all__ = [
+    "ANSWER_MARGIN_S",
+    "DEFAULT_BATCHING",
+    "BatchFunction",
+    "BatchedPredictions",
+    "Batching",
+    "ClientGone",
+    "DeadlineExceeded",
+    "MicroBatcher",
+    "Overloaded",
+    "ShuttingDown",
+    "ThreadScorer",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 BatchFunction = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 """Takes a batch, returns one result or exception per item, in order."""
+Gone = Callable[[], bool]
+"""Whether a caller's client has gone away (its answer would reach nobody)."""
+
+ANSWER_MARGIN_S = 0.1
+"""The work of a batch must end this long before its callers' deadline, so that its own
+error (the store's, the model's) rather than a bare timeout reaches them, in time."""
+
+
+class Overloaded(FraudscoreError):
+    """The route's queue is full: this request was refused at once, nothing done."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+        super().__init__(f"overloaded: {waiting} requests are already waiting on this route")
+
+
+class ShuttingDown(FraudscoreError):
+    """The server is stopping: it answers what it accepted, and takes nothing new."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry on another instance")
+
+
+class DeadlineExceeded(FraudscoreError):
+    """No answer within the request's deadline; nothing for it was recorded, or if its batch
+    still runs, its answer is dropped."""
+
+    def __init__(self, timeout_s: float, where: str) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"no answer within {timeout_s:g} s ({where})")
+
+
+class ClientGone(FraudscoreError):
+    """The caller's client went away before its batch started: nothing was done for it."""
+
+    def __init__(self) -> None:
+        super().__init__("the client went away before its request was served")
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How a route batches concurrent requests, and the bounds on waiting for one."""
+
+    max_batch: int = 128
+    """Requests per batch at most."""
+    concurrency: int = 1
+    """Batches in flight at once, per route. One lets batches grow with load; two or three
+    measured no better at 16 or 64 connections and cost more CPU per request
+    (``bench/http_load.py --batch-concurrency 1 2 3``)."""
+    max_queue: int = 512
+    """Requests waiting for a batch at most; one more gets a 503 at once."""
+    timeout_s: float = 3.0
+    """Every request is answered within this, from its arrival."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_batch, self.concurrency, self.max_queue) < 1 or self.timeout_s <= 0:
+            raise ValueError("max_batch, concurrency and max_queue must be at least 1, timeout > 0")
+
+
+DEFAULT_BATCHING = Batching()
+
+_Waiting = tuple[T, asyncio.Future[R], float, Gone | None]
+"""A queued caller: its item, its future, its deadline (monotonic), its ``gone``."""
 
 
 class MicroBatcher(Generic[T, R]):
-    """Collect concurrent :meth:`submit` calls into batches of at most ``max_batch`` items.
-
-    At most ``concurrency`` batches are in flight at once (e.g. the connections a pool may
-    lend); the rest queue up and are taken together when a slot frees.
-    """
+    """Collect concurrent :meth:`submit` calls into batches (see the module's guarantees)."""
 
     def __init__(
-        self, function: BatchFunction[T, R], *, max_batch: int = 64, concurrency: int = 1
+        self, function: BatchFunction[T, R], batching: Batching = DEFAULT_BATCHING
     ) -> None:
-        if max_batch < 1 or concurrency < 1:
-            raise ValueError("max_batch and concurrency must be at least 1")
         self._function = function
-        self._max_batch = max_batch
-        self._slots = concurrency
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._batching = batching
+        self._pending: deque[_Waiting[T, R]] = deque()
+        self._running: dict[asyncio.Task[None], float] = {}
+        """Each batch in flight, with its callers' deadline."""
+        self._sweep: asyncio.TimerHandle | None = None
+        self._closing = False
 
-    async def submit(self, item: T) -> R:
+    async def submit(self, item: T, gone: Gone | None = None) -> R:
         """The result for ``item`` once its batch has run (or the exception for it)."""
+        if self._closing:
+            raise ShuttingDown
+        if len(self._pending) >= self._batching.max_queue:
+            raise Overloaded(len(self._pending))
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        self._pending.append((item, future, time.monotonic() + self._batching.timeout_s, gone))
         self._dispatch()
         return await future
 
-    def _dispatch(self) -> None:
-        while self._pending and len(self._running) < self._slots:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._finished)
+    def stuck_s(self) -> float:
+        """How long the oldest batch in flight has run past its deadline (0: none has)."""
+        if not self._running:
+            return 0.0
+        return max(0.0, time.monotonic() - min(self._running.values()))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a batch."""
+        return len(self._pending)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Take no new callers; wait up to ``timeout_s`` for the accepted ones to be answered.
+
+        Returns whether all were; callers still queued then get :class:`ShuttingDown`.
+        """
+        self._closing = True
+        end = time.monotonic() + timeout_s
+        while (self._pending or self._running) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        drained = not (self._pending or self._running)
+        while self._pending:
+            _, future, _, _ = self._pending.popleft()
+            if not future.done():
+                future.set_exception(ShuttingDown())
+        return drained
+
+    def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending and len(self._running) < self._batching.concurrency:
+            batch = self._take()
+            if not batch:
+                break
+            deadline = batch[0][2]  # the oldest caller's
+            task = loop.create_task(self._run(batch, deadline))
+            self._running[task] = deadline
+            task.add_done_callback(self._finished)
+        if self._pending and self._sweep is None:
+            delay = self._pending[0][2] - time.monotonic()
+            self._sweep = loop.call_later(max(delay, 0.0), self._expire_queued)
+
+    def _take(self) -> list[_Waiting[T, R]]:
+        """The next batch: queued callers still waiting for an answer, oldest first."""
+        now = time.monotonic()
+        batch: list[_Waiting[T, R]] = []
+        while self._pending and len(batch) < self._batching.max_batch:
+            waiting = self._pending.popleft()
+            _, future, deadline, gone = waiting
+            if future.done():  # the caller was cancelled
+                continue
+            if gone is not None and gone():
+                future.set_exception(ClientGone())
+            elif deadline <= now:
+                future.set_exception(DeadlineExceeded(self._batching.timeout_s, "queued"))
+            else:
+                batch.append(waiting)
+        return batch
+
+    def _expire_queued(self) -> None:
+        """Answer the queued callers whose deadline passed (batches in flight held them up)."""
+        self._sweep = None
+        now = time.monotonic()
+        while self._pending and self._pending[0][2] <= now:
+            _, future, _, _ = self._pending.popleft()
+            if not future.done():
+                future.set_exception(DeadlineExceeded(self._batching.timeout_s, "queued"))
         self._dispatch()
 
-    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        futures = [future for _, future in batch]
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._dispatch()
+
+    async def _run(self, batch: list[_Waiting[T, R]], deadline: float) -> None:
+        futures = [future for _, future, _, _ in batch]
+        loop = asyncio.get_running_loop()
+        late = DeadlineExceeded(self._batching.timeout_s, "no answer from the batch")
+        timer = loop.call_later(deadline - time.monotonic(), _fail, futures, late)
         try:
-            results = _checked(len(batch), await self._function([item for item, _ in batch]))
+            with deadlines.until(deadline - ANSWER_MARGIN_S):
+                results = _checked(len(batch), await self._function([i for i, *_ in batch]))
         except BaseException as exc:  # every caller of the batch gets the batch's fault
             _fail(futures, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            timer.cancel()
         _settle(futures, results)
 
 
@@ -112,17 +274,39 @@ class ThreadScorer:
 
     The model call (measured: ~0.4 ms for one application, ~1.3 ms for 64) never blocks the
     event loop; calls run one at a time, in order. One executor hop per call: callers batch
-    before they get here.
+    before they get here. A call still unanswered at the deadline in force (or after
+    ``timeout_s``) raises ModelUnavailable; :meth:`stuck_s` says how long the call in the
+    thread has run, for liveness.
     """
 
-    def __init__(self, scorer: Scorer) -> None:
+    def __init__(self, scorer: Scorer, *, timeout_s: float = 3.0) -> None:
         self._scorer = scorer
+        self._timeout_s = timeout_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+        self._started: float | None = None
 
     async def score(self, applications: Sequence[Application]) -> Scores:
         """One probability per application, in order, scored in the scorer's thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._scorer.score, applications)
+        now = time.monotonic()
+        deadline = min(deadlines.current() or now + self._timeout_s, now + self._timeout_s)
+        call = loop.run_in_executor(self._executor, self._timed, applications)
+        try:
+            return await asyncio.wait_for(call, max(deadline - now, 0.0))
+        except TimeoutError:
+            raise ModelUnavailable(f"no answer within {deadline - now:.1f} s") from None
+
+    def _timed(self, applications: Sequence[Application]) -> Scores:
+        self._started = time.monotonic()
+        try:
+            return self._scorer.score(applications)
+        finally:
+            self._started = None
+
+    def stuck_s(self) -> float:
+        """How long the call in the scorer's thread has run past ``timeout_s`` (0: none)."""
+        started = self._started
+        return 0.0 if started is None else max(0.0, time.monotonic() - started - self._timeout_s)
 
     def close(self) -> None:
         """Stop the scoring thread (waits for the call in progress)."""
@@ -140,26 +324,20 @@ class BatchedPredictions:
     """
 
     def __init__(
-        self,
-        predict_many: BatchFunction[str, Prediction],
-        *,
-        max_batch: int = 64,
-        concurrency: int = 1,
+        self, predict_many: BatchFunction[str, Prediction], batching: Batching = DEFAULT_BATCHING
     ) -> None:
-        self._batcher: MicroBatcher[str, Prediction] = MicroBatcher(
-            predict_many, max_batch=max_batch, concurrency=concurrency
-        )
+        self.batcher: MicroBatcher[str, Prediction] = MicroBatcher(predict_many, batching)
 
     @classmethod
     def on_loop(
-        cls, service: AsyncScoringService, *, route: str, max_batch: int = 64, concurrency: int = 1
+        cls, service: AsyncScoringService, *, route: str, batching: Batching = DEFAULT_BATCHING
     ) -> BatchedPredictions:
         """Batches of the async use case, awaited on the loop."""
 
         async def predict_many(user_ids: Sequence[str]) -> list[Outcome]:
             return await service.predict_many(user_ids, route=route)
 
-        return cls(predict_many, max_batch=max_batch, concurrency=concurrency)
+        return cls(predict_many, batching)
 
     @classmethod
     def in_threads(
@@ -168,18 +346,20 @@ class BatchedPredictions:
         executor: Executor,
         *,
         route: str,
-        max_batch: int = 64,
-        concurrency: int = 1,
+        batching: Batching = DEFAULT_BATCHING,
     ) -> BatchedPredictions:
-        """Batches of the blocking use case, each run in a thread of ``executor``."""
+        """Batches of the blocking use case, each run in a thread of ``executor`` under the
+        batch's deadline."""
 
         async def predict_many(user_ids: Sequence[str]) -> list[Outcome]:
             loop = asyncio.get_running_loop()
             call = functools.partial(service.predict_many, user_ids, route=route)
-            return await loop.run_in_executor(executor, call)
+            deadline = deadlines.current()
+            bound = call if deadline is None else deadlines.bound(deadline, call)
+            return await loop.run_in_executor(executor, bound)
 
-        return cls(predict_many, max_batch=max_batch, concurrency=concurrency)
+        return cls(predict_many, batching)
 
-    async def predict(self, user_id: str) -> Prediction:
+    async def predict(self, user_id: str, gone: Gone | None = None) -> Prediction:
         """The recorded prediction for ``user_id``; raise its domain error."""
-        return await self._batcher.submit(user_id)
+        return await self.batcher.submit(user_id, gone)

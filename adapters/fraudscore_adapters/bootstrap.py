@@ -16,7 +16,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from litestar import Litestar
 
 from fraudscore import AsyncScoringService, FraudscoreError, ScoringService
@@ -41,6 +40,8 @@ log = logging.getLogger("fraudscore")
 
 Check = Callable[[], Awaitable[str]]
 """A readiness probe of one part: ``ok``, or what is wrong."""
+PROBE_TIMEOUT_S = 2.0
+"""Each readiness probe answers within this: a frozen store or a wedged model is not ready."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,26 +108,24 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
     stack.push_async_callback(apool.close)
 
     async def check() -> str:
-        async def probe(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute("SELECT 1 FROM feature_store LIMIT 1")
+        """Both pools (one per route) can read features and record predictions, in time."""
+        found = await asyncio.gather(
+            asyncio.to_thread(postgres.probe, pool, PROBE_TIMEOUT_S),
+            postgres.aprobe(apool, PROBE_TIMEOUT_S),
+        )
+        return next((result for result in found if result != "ok"), "ok")
 
-        try:
-            await postgres.arun_once_more_if_broken(apool, "readiness probe", probe)
-        except FraudscoreError as exc:
-            return str(exc)
-        return "ok"
-
-    prepare = options["prepare"]
+    faces = {"prepare": options["prepare"], "timeout_s": settings.request_timeout_s}
     return _Stores(
-        postgres.PostgresFeatureStore(pool, prepare=prepare),
-        postgres.PostgresPredictionSink(pool, prepare=prepare),
-        postgres.AsyncPostgresFeatureStore(apool, prepare=prepare),
-        postgres.AsyncPostgresPredictionSink(apool, prepare=prepare),
+        postgres.PostgresFeatureStore(pool, **faces),
+        postgres.PostgresPredictionSink(pool, **faces),
+        postgres.AsyncPostgresFeatureStore(apool, **faces),
+        postgres.AsyncPostgresPredictionSink(apool, **faces),
         check,
     )
 
 
-def model_readiness(scorer: AsyncScorer, timeout_s: float = 2.0) -> Check:
+def model_readiness(scorer: AsyncScorer, timeout_s: float = PROBE_TIMEOUT_S) -> Check:
     """A probe scored through ``scorer`` (the requests' own path): a wedged or broken model
     fails readiness, rather than only the requests."""
     probe = probe_applications(1)
@@ -150,7 +149,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Load the model, open the stores, yield the wired services; close all on exit."""
     async with AsyncExitStack() as stack:
         scorer = await asyncio.to_thread(XGBScorer.load, settings.artifact_dir)
-        threaded = ThreadScorer(scorer)
+        threaded = ThreadScorer(scorer, timeout_s=settings.request_timeout_s)
         stack.callback(threaded.close)
         if settings.database_url:
             stores = await _postgres_stores(settings, settings.database_url, stack)
@@ -169,7 +168,13 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             ),
             checks=checks,
             info={"model_version": scorer.model_version},
+            liveness=lambda: _model_liveness(threaded),
         )
+
+
+def _model_liveness(threaded: ThreadScorer) -> list[str]:
+    stuck = threaded.stuck_s()
+    return [f"model: a call is {stuck:.1f} s past its timeout"] if stuck > 0 else []
 
 
 def build_app(settings: Settings) -> Litestar | FastPredictRoutes:
@@ -177,7 +182,12 @@ def build_app(settings: Settings) -> Litestar | FastPredictRoutes:
     return create_app(
         lambda: runtime(settings),
         retry_after_s=settings.retry_after_s,
-        batching=Batching(settings.max_batch, settings.batch_concurrency),
+        batching=Batching(
+            max_batch=settings.max_batch,
+            concurrency=settings.batch_concurrency,
+            max_queue=settings.max_queue,
+            timeout_s=settings.request_timeout_s,
+        ),
         fast_path=settings.fast_path == "on",
     )
 

@@ -7,6 +7,7 @@ Commands: ``data`` (make sure a dataset exists), ``train``, ``migrate``, ``rollb
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -123,6 +124,7 @@ def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
             workers=settings.workers,
             access_log=False,
             log_level="warning",
+            timeout_graceful_shutdown=math.ceil(_drain_s(settings)),
         )
         return
     if settings.server != "granian":
@@ -138,7 +140,23 @@ def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
         workers=settings.workers,
         factory=True,
         log_access=False,
+        backpressure=_backpressure(settings),
+        workers_kill_timeout=math.ceil(_drain_s(settings)) + 1,
     ).serve()
+
+
+def _drain_s(settings: Settings) -> float:
+    """How long a stopping worker may take: every accepted request is answered within the
+    request timeout; the second on top closes the pools."""
+    return settings.request_timeout_s + 1.0
+
+
+def _backpressure(settings: Settings) -> int:
+    """Requests a granian worker takes in at once: room for both predict routes' queues and
+    batches, so a full queue answers 503 at once rather than granian holding the connection
+    unread (its default, 1,024 per worker, is below what two full queues hold)."""
+    per_route = settings.max_queue + settings.max_batch * settings.batch_concurrency
+    return max(1024, 2 * per_route + 256)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:

@@ -15,7 +15,14 @@ import polars as pl
 import psycopg
 import pytest
 
-from fraudscore import Application, InvalidFeatures, Prediction, StoreUnavailable, UnknownUser
+from fraudscore import (
+    Application,
+    InvalidFeatures,
+    Prediction,
+    StoreError,
+    StoreUnavailable,
+    UnknownUser,
+)
 from fraudscore_adapters import postgres
 from fraudscore_adapters.baf import clean_frame
 from fraudscore_adapters.bulkload import copy_features, insert_features_executemany
@@ -206,8 +213,9 @@ def test_a_failed_load_leaves_the_previous_version_visible(db: str) -> None:
     bad = pl.DataFrame({"user_id": [1, -5]}).with_columns(
         clean_frame(pl.DataFrame([raw(customer_age=80)] * 2))[0]
     )
-    with psycopg.connect(db) as conn, pytest.raises(psycopg.errors.CheckViolation):
+    with psycopg.connect(db) as conn, pytest.raises(StoreError, match="check constraint") as caught:
         copy_features(conn, bad)
+    assert isinstance(caught.value.__cause__, psycopg.errors.CheckViolation)
     with open_pool(db) as pool:
         assert latest(postgres.PostgresFeatureStore(pool), 1)["customer_age"] == 20
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,7 +20,18 @@ from fraudscore import (
     ScoringService,
     UnknownUser,
 )
-from fraudscore_adapters.batching import BatchedPredictions, MicroBatcher, ThreadScorer
+from fraudscore_adapters import deadlines
+from fraudscore_adapters.batching import (
+    ANSWER_MARGIN_S,
+    BatchedPredictions,
+    Batching,
+    ClientGone,
+    DeadlineExceeded,
+    MicroBatcher,
+    Overloaded,
+    ShuttingDown,
+    ThreadScorer,
+)
 from fraudscore_adapters.memory import (
     AsyncMemoryFeatureStore,
     AsyncMemoryPredictionSink,
@@ -45,7 +57,7 @@ def test_concurrent_calls_are_batched_and_answered_in_order() -> None:
     recorder = Recorder()
 
     async def main() -> list[int | BaseException]:
-        batcher: MicroBatcher[int, int] = MicroBatcher(recorder.double, max_batch=10)
+        batcher: MicroBatcher[int, int] = MicroBatcher(recorder.double, Batching(max_batch=10))
         return await asyncio.gather(
             *(batcher.submit(i) for i in range(0, 40, 2)), return_exceptions=True
         )
@@ -78,7 +90,7 @@ def test_a_failing_batch_fails_every_caller_in_it_and_the_next_batch_runs() -> N
         return list(items)
 
     async def main() -> tuple[list[int | BaseException], int]:
-        batcher: MicroBatcher[int, int] = MicroBatcher(flaky, max_batch=100)
+        batcher: MicroBatcher[int, int] = MicroBatcher(flaky, Batching(max_batch=100))
         first = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
         return first, await batcher.submit(7)
 
@@ -111,7 +123,7 @@ def test_concurrency_bounds_batches_in_flight() -> None:
         return list(items)
 
     async def main() -> list[int]:
-        batcher: MicroBatcher[int, int] = MicroBatcher(slow, max_batch=4, concurrency=3)
+        batcher: MicroBatcher[int, int] = MicroBatcher(slow, Batching(max_batch=4, concurrency=3))
         return await asyncio.gather(*(batcher.submit(i) for i in range(50)))
 
     assert asyncio.run(main()) == list(range(50))
@@ -132,7 +144,11 @@ def test_a_cancelled_caller_does_not_break_the_batch() -> None:
 
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        MicroBatcher(Recorder().double, max_batch=0)
+        Batching(max_batch=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        Batching(max_queue=0)
+    with pytest.raises(ValueError, match="timeout > 0"):
+        Batching(timeout_s=0)
 
 
 class SlowCountingScorer:
@@ -190,7 +206,9 @@ def test_sync_batches_run_in_worker_threads_and_answer_each_caller() -> None:
 
     async def main() -> list[object]:
         with ThreadPoolExecutor(1, thread_name_prefix="batch") as threads:
-            batched = BatchedPredictions.in_threads(service, threads, route="sync", max_batch=32)
+            batched = BatchedPredictions.in_threads(
+                service, threads, route="sync", batching=Batching(max_batch=32)
+            )
             return await predict_all(batched, IDS)
 
     assert asyncio.run(main()) == expected(IDS)
@@ -211,7 +229,9 @@ def test_async_batches_keep_the_model_off_the_loop() -> None:
     )
 
     async def main() -> list[object]:
-        batched = BatchedPredictions.on_loop(service, route="async", max_batch=16)
+        batched = BatchedPredictions.on_loop(
+            service, route="async", batching=Batching(max_batch=16)
+        )
         return await predict_all(batched, IDS)
 
     try:
@@ -255,3 +275,193 @@ def test_a_failing_model_fails_every_waiting_caller_and_recovers() -> None:
     assert all(isinstance(r, ModelUnavailable) for r in first)
     assert Flaky.calls == 3
     assert later == 0.9
+
+
+class Gate:
+    """A batch function that holds every batch until opened, noting what it was given."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.batches: list[list[int]] = []
+        self.deadlines: list[float | None] = []
+
+    async def run(self, items: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        self.deadlines.append(deadlines.current())
+        await self.open.wait()
+        return list(items)
+
+
+async def started(*calls: Awaitable[int]) -> list[asyncio.Task[int]]:
+    """The calls as tasks, each submitted in order (one loop turn apart)."""
+    tasks = []
+    for call in calls:
+        tasks.append(asyncio.ensure_future(call))
+        await asyncio.sleep(0)
+    return tasks
+
+
+def test_a_full_queue_refuses_at_once_and_the_accepted_are_served() -> None:
+    gate = Gate()
+
+    async def main() -> tuple[list[int], float]:
+        batcher = MicroBatcher(gate.run, Batching(max_batch=1, max_queue=2))
+        accepted = await started(batcher.submit(1), batcher.submit(2), batcher.submit(3))
+        began = time.perf_counter()
+        with pytest.raises(Overloaded, match="2 requests are already waiting"):
+            await batcher.submit(4)
+        refused_in = time.perf_counter() - began
+        gate.open.set()
+        return list(await asyncio.gather(*accepted)), refused_in
+
+    answers, refused_in = asyncio.run(main())
+    assert answers == [1, 2, 3]
+    assert refused_in < 0.01
+    assert gate.batches == [[1], [2], [3]]
+
+
+def test_every_caller_is_answered_by_its_deadline_whatever_hangs() -> None:
+    gate = Gate()  # never opened: the batch hangs
+
+    async def main() -> tuple[list[BaseException | int], float, float]:
+        batcher = MicroBatcher(gate.run, Batching(max_batch=1, timeout_s=0.2))
+        began = time.perf_counter()
+        tasks = await started(*(batcher.submit(i) for i in range(3)))
+        answers = await asyncio.gather(*tasks, return_exceptions=True)
+        took = time.perf_counter() - began
+        stuck = batcher.stuck_s()
+        gate.open.set()
+        await asyncio.sleep(0.01)
+        return answers, took, stuck
+
+    answers, took, stuck = asyncio.run(main())
+    assert all(isinstance(a, DeadlineExceeded) for a in answers), answers
+    assert "no answer within 0.2 s" in str(answers[0])
+    assert "(queued)" in str(answers[1])  # never left the queue: the batch ahead held it
+    assert 0.19 < took < 0.35
+    assert stuck > 0  # the hung batch holds its slot and shows as stuck
+    assert gate.batches == [[0]]  # nothing piled up behind the hung batch
+
+
+def test_a_batch_runs_under_its_oldest_callers_deadline() -> None:
+    gate = Gate()
+    gate.open.set()
+
+    async def main() -> float:
+        batcher = MicroBatcher(gate.run, Batching(timeout_s=2.0))
+        now = time.monotonic()
+        await batcher.submit(1)
+        return now
+
+    arrived = asyncio.run(main())
+    (deadline,) = gate.deadlines
+    assert deadline is not None
+    assert deadline == pytest.approx(arrived + 2.0 - ANSWER_MARGIN_S, abs=0.05)
+
+
+def test_callers_whose_client_left_are_neither_served_nor_counted() -> None:
+    gate = Gate()
+    left = {2}
+
+    async def main() -> list[BaseException | int]:
+        batcher = MicroBatcher(gate.run, Batching(max_batch=10))
+        tasks = await started(*(batcher.submit(i, functools.partial(left.__contains__, i))
+                                for i in range(4)))  # fmt: skip
+        gate.open.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    first, one, gone, three = asyncio.run(main())
+    assert (first, one, three) == (0, 1, 3)
+    assert isinstance(gone, ClientGone)
+    assert gate.batches == [[0], [1, 3]]  # user 2 left while queued: never in a batch
+
+
+def test_drain_answers_the_accepted_and_refuses_the_new() -> None:
+    async def slow(items: Sequence[int]) -> list[int | BaseException]:
+        await asyncio.sleep(0.05)
+        return list(items)
+
+    async def main() -> tuple[list[int], bool]:
+        batcher = MicroBatcher(slow, Batching(max_batch=2))
+        tasks = await started(*(batcher.submit(i) for i in range(5)))
+        draining = asyncio.ensure_future(batcher.drain(2.0))
+        await asyncio.sleep(0)
+        with pytest.raises(ShuttingDown):
+            await batcher.submit(99)
+        return list(await asyncio.gather(*tasks)), await draining
+
+    answers, drained = asyncio.run(main())
+    assert answers == [0, 1, 2, 3, 4]
+    assert drained is True
+
+
+def test_a_drain_that_times_out_answers_the_queued_and_says_so() -> None:
+    gate = Gate()
+
+    async def main() -> tuple[bool, BaseException | int]:
+        batcher = MicroBatcher(gate.run, Batching(max_batch=1, timeout_s=5.0))
+        _, queued = await started(batcher.submit(1), batcher.submit(2))
+        drained = await batcher.drain(0.05)
+        answer = (await asyncio.gather(queued, return_exceptions=True))[0]
+        gate.open.set()
+        await asyncio.sleep(0.01)
+        return drained, answer
+
+    drained, answer = asyncio.run(main())
+    assert drained is False
+    assert isinstance(answer, ShuttingDown)
+
+
+def test_sync_batches_see_their_deadline_in_the_worker_thread() -> None:
+    seen: list[tuple[str, float | None]] = []
+
+    class Noting(MemoryFeatureStore):
+        def latest_many(self, user_ids: Sequence[int]) -> list[Application | UnknownUser]:
+            seen.append((threading.current_thread().name, deadlines.current()))
+            return super().latest_many(user_ids)
+
+    store = Noting()
+    store.add(1, application())
+    service = ScoringService(features=store, sink=MemoryPredictionSink(), scorer=RuleScorer())
+
+    async def main() -> float:
+        with ThreadPoolExecutor(1, thread_name_prefix="batch") as threads:
+            batched = BatchedPredictions.in_threads(
+                service, threads, route="sync", batching=Batching(timeout_s=1.5)
+            )
+            now = time.monotonic()
+            await batched.predict("1")
+            return now
+
+    arrived = asyncio.run(main())
+    ((thread, deadline),) = seen
+    assert thread == "batch_0"
+    assert deadline == pytest.approx(arrived + 1.5 - ANSWER_MARGIN_S, abs=0.05)
+
+
+def test_a_model_past_its_deadline_is_unavailable_and_shows_as_stuck() -> None:
+    release = threading.Event()
+
+    class Hanging:
+        def score(self, applications: Sequence[Application]) -> Scores:
+            release.wait(5)
+            return RuleScorer().score(applications)
+
+    threaded = ThreadScorer(Hanging(), timeout_s=0.1)
+
+    async def main() -> tuple[float, float]:
+        began = time.perf_counter()
+        with pytest.raises(ModelUnavailable, match=r"no answer within 0\.1 s"):
+            await threaded.score([application()])
+        took = time.perf_counter() - began
+        await asyncio.sleep(0.1)
+        return took, threaded.stuck_s()
+
+    try:
+        took, stuck = asyncio.run(main())
+    finally:
+        release.set()
+        threaded.close()
+    assert took < 0.3
+    assert stuck > 0
+    assert threaded.stuck_s() == 0.0

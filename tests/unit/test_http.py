@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,7 +31,7 @@ from fraudscore import (
 from fraudscore.ports import FeatureRepository, PredictionSink, Scorer
 from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.bootstrap import build_app, model_readiness
-from fraudscore_adapters.http import FastPredictRoutes, Runtime, create_app
+from fraudscore_adapters.http import Batching, FastPredictRoutes, Runtime, create_app
 from fraudscore_adapters.memory import MemoryFeatureStore, MemoryPredictionSink
 from fraudscore_adapters.settings import Settings
 from tests.support import BrokenScorer, DownSink, RuleScorer, application, raw
@@ -358,3 +360,117 @@ def test_the_fast_path_answers_exactly_as_litestar_does(world: World, fault: str
     assert len(everything) == len(REQUESTS)
     statuses = {status for status, _, _ in fast}
     assert statuses >= ({200, 400, 404, 405, 413} if fault == "none" else {405, 413})
+
+
+class Hanging:
+    """A store whose reads hang until released (a frozen database without client deadlines)."""
+
+    def __init__(self, store: FeatureRepository) -> None:
+        self.store, self.release, self.entered = store, threading.Event(), threading.Event()
+
+    def latest_many(self, user_ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
+        self.entered.set()
+        self.release.wait(10)
+        return self.store.latest_many(user_ids)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_hung_batch_answers_503_in_time_and_fails_liveness(world: World, fast_path: bool) -> None:
+    hanging = Hanging(world.store)
+    world.features = hanging
+    app = create_app(
+        world.runtime, retry_after_s=7, batching=Batching(timeout_s=0.3), fast_path=fast_path
+    )
+    try:
+        with TestClient(app) as client:
+            assert client.get("/healthcheck").status_code == 200
+            began = time.perf_counter()
+            response = client.post("/predict/sync/1")
+            took = time.perf_counter() - began
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "7"
+            assert response.json()["type"] == "/problems/timeout"
+            assert 0.25 < took < 1.0
+            queued = client.post("/predict/sync/2")  # behind the hung batch
+            assert queued.json()["type"] == "/problems/timeout"
+            assert "(queued)" in queued.json()["detail"]
+            time.sleep(0.4)  # the hung batch is now a whole timeout past its deadline
+            liveness = client.get("/healthcheck")
+            assert liveness.status_code == 503
+            assert "route sync: a batch is" in liveness.text
+            hanging.release.set()
+            time.sleep(0.05)
+            assert client.get("/healthcheck").text == "ok"
+    finally:
+        hanging.release.set()
+    assert [p.user_id for p in world.sink.records] == [1]  # the hung batch, late: no 2xx had it
+
+
+def test_shutdown_answers_the_requests_in_flight_before_closing(world: World) -> None:
+    hanging = Hanging(world.store)
+    world.features = hanging
+    events: list[str] = []
+    inner = world.runtime
+
+    @asynccontextmanager
+    async def runtime() -> AsyncIterator[Runtime]:
+        async with inner() as rt:
+            yield rt
+            events.append("runtime closing")
+
+    answers: list[int] = []
+    client = TestClient(create_app(runtime))
+    with client:
+        worker = threading.Thread(
+            target=lambda: answers.append(client.post("/predict/sync/1").status_code)
+        )
+        worker.start()
+        assert hanging.entered.wait(5)
+        threading.Timer(0.2, hanging.release.set).start()
+    events.append("client closed")
+    worker.join(5)
+    assert answers == [200]
+    assert events == ["runtime closing", "client closed"]
+    assert [p.user_id for p in world.sink.records] == [1]
+
+
+def asgi_request(path: str) -> Scope:
+    """What a server sends for a bodiless POST."""
+    return {  # type: ignore[return-value]
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "headers": [(b"host", b"t")], "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80), "state": {},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_request_whose_client_left_is_not_scored_or_recorded(
+    world: World, fast_path: bool
+) -> None:
+    """Granian's receive gives a future that resolves when the client disconnects; a client
+    gone before its batch formed costs nothing."""
+    scorer = RuleScorer()
+    world.scorer = scorer
+    sent: list[Any] = []
+
+    async def call(app: ASGIApp) -> None:
+        messages = iter([{"type": "http.request", "body": b"", "more_body": False}])
+
+        def receive() -> asyncio.Future[Any]:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(next(messages, {"type": "http.disconnect"}))
+            return future
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await app(asgi_request("/predict/sync/1"), receive, send)
+
+    with TestClient(create_app(world.runtime, fast_path=fast_path)) as client:
+        with client.portal() as portal:
+            portal.call(call, client.app)
+        assert client.post("/predict/sync/2").status_code == 200  # others still served
+    assert scorer.batches == [1]  # only user 2's
+    assert [p.user_id for p in world.sink.records] == [2]
+    assert all(m.get("status") != 200 for m in sent)

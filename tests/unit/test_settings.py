@@ -12,9 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fraudscore import StoreUnavailable
+from fraudscore import StoreError, StoreUnavailable
 from fraudscore_adapters import bootstrap, postgres
 from fraudscore_adapters.postgres import pools
+from fraudscore_adapters.postgres.conninfo import TCP_KEEPALIVE
 from fraudscore_adapters.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.unit
@@ -150,7 +151,14 @@ def test_a_pooler_gets_no_startup_options() -> None:
     assert postgres.startup_statement_timeout_ms(3_000, NEON_POOLED) == 0
     assert postgres.startup_statement_timeout_ms(3_000, NEON_DIRECT) == 3_000
     pooled = postgres.connection_kwargs(statement_timeout_ms=0, connect_timeout_s=10, prepare=False)
-    assert pooled == {"autocommit": True, "connect_timeout": 10, "prepare_threshold": None}
+    assert pooled == {
+        "autocommit": True,
+        "connect_timeout": 10,
+        "prepare_threshold": None,
+        **TCP_KEEPALIVE,
+    }
+    assert TCP_KEEPALIVE["keepalives"] == 1
+    assert 0 < TCP_KEEPALIVE["tcp_user_timeout"] <= 10_000
     direct = postgres.connection_kwargs(statement_timeout_ms=3_000, connect_timeout_s=10)
     assert direct["options"] == "-c statement_timeout=3000"
     assert "prepare_threshold" not in direct
@@ -222,6 +230,34 @@ def test_a_malformed_connection_string_fails_without_its_password(url: str) -> N
     assert "hunt" not in str(opening.value)
 
 
-def test_other_programming_errors_pass_through_store_errors() -> None:
-    with pytest.raises(psycopg.ProgrammingError, match="placeholders"), postgres.store_errors("x"):
-        raise psycopg.ProgrammingError("the query has 1 placeholders but 2 parameters were passed")
+def test_other_programming_errors_are_store_errors_naming_the_fault() -> None:
+    with (
+        pytest.raises(StoreError, match="x: the query has 1 placeholders") as caught,
+        postgres.store_errors("x"),
+    ):
+        raise psycopg.ProgrammingError("the query has 1 placeholders but 2 parameters")
+    assert isinstance(caught.value.__cause__, psycopg.ProgrammingError)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FRAUDSCORE_SPLIT", "monthly"),
+        ("FRAUDSCORE_SERVER", "gunicorn"),
+        ("FRAUDSCORE_MAX_QUEUE", "0"),
+        ("FRAUDSCORE_REQUEST_TIMEOUT_S", "0"),
+        ("FRAUDSCORE_REQUEST_TIMEOUT_S", "soon"),
+    ],
+)
+def test_settings_without_a_sane_meaning_are_refused(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value}, dotenv=None)
+
+
+def test_fault_bounds_have_their_documented_defaults() -> None:
+    defaults = Settings.from_env({}, dotenv=None)
+    assert (defaults.request_timeout_s, defaults.max_queue) == (3.0, 512)
+    parsed = Settings.from_env(
+        {"FRAUDSCORE_REQUEST_TIMEOUT_S": "1.5", "FRAUDSCORE_MAX_QUEUE": "64"}, dotenv=None
+    )
+    assert (parsed.request_timeout_s, parsed.max_queue) == (1.5, 64)

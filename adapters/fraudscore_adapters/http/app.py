@@ -17,7 +17,10 @@ enters it (open pools, load the model) and leaves it (close them), in that order
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -32,12 +35,14 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter
 
 from fraudscore import AsyncScoringService, ScoringService
-from fraudscore_adapters.batching import BatchedPredictions
-from fraudscore_adapters.http.fastpath import FastPredictRoutes
+from fraudscore_adapters.batching import DEFAULT_BATCHING, BatchedPredictions, Batching
+from fraudscore_adapters.http.fastpath import FastPredictRoutes, predict_watched
 from fraudscore_adapters.http.problems import PROBLEM_MEDIA_TYPE, exception_handlers
 from fraudscore_adapters.http.schemas import PredictionOut, Problem, Readiness
 
 __all__ = ["Batching", "Runtime", "RuntimeFactory", "create_app"]
+
+log = logging.getLogger("fraudscore.http")
 
 UserIdPath = Annotated[
     str,
@@ -61,6 +66,8 @@ class Runtime:
     checks: Callable[[], Awaitable[dict[str, str]]]
     """Readiness probes: part -> ``ok`` or what failed."""
     info: dict[str, str] = field(default_factory=dict)
+    liveness: Callable[[], list[str]] = list
+    """What of the runtime's own parts is wedged (the model's thread); empty when none."""
 
 
 RuntimeFactory = Callable[[], AbstractAsyncContextManager[Runtime]]
@@ -79,7 +86,12 @@ PREDICT_RESPONSES = {
     400: _problem("The user id breaks the id rule (1-19 decimal digits, at most 2**63-1)."),
     404: _problem("No features are stored for this user."),
     422: _problem("The stored features fail validation; `problems` names each field."),
-    503: _problem("The feature store or the model is unavailable; see Retry-After."),
+    500: _problem("The store refused the work (`store-error`), or a bug (`internal-error`)."),
+    503: _problem(
+        "Unavailable for now, see Retry-After: the store or the model (`store-unavailable`,"
+        " `model-unavailable`), no answer within the request timeout (`timeout`), the route's"
+        " queue is full (`overloaded`), or the server is stopping (`shutting-down`)."
+    ),
 }
 
 
@@ -95,18 +107,6 @@ async def _refuse_bodies(request: Request[Any, Any, Any]) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Batching:
-    """How the predict routes batch concurrent requests."""
-
-    max_batch: int = 128
-    """Requests per batch at most."""
-    concurrency: int = 1
-    """Batches in flight at once, per route. One lets batches grow with load; two or three
-    measured no better at 16 or 64 connections and cost more CPU per request
-    (``bench/http_load.py --batch-concurrency 1 2 3``)."""
-
-
 class _Holder:
     runtime: Runtime
 
@@ -118,8 +118,12 @@ class _Holder:
 def _lifespan(
     holder: _Holder, runtime: RuntimeFactory, batching: Batching
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """Enter the runtime for the app's life, with the batchers and the sync route's threads."""
-    options = {"max_batch": batching.max_batch, "concurrency": batching.concurrency}
+    """Enter the runtime for the app's life, with the batchers and the sync route's threads.
+
+    On shutdown the batchers are drained first (new requests get 503 ``shutting-down``, the
+    accepted ones are answered, within the request timeout and a second), then the runtime
+    closes its pools: never under a batch in flight.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -128,26 +132,60 @@ def _lifespan(
             async with runtime() as rt:
                 holder.runtime = rt
                 holder.routes["sync"] = BatchedPredictions.in_threads(
-                    rt.service, threads, route="sync", **options
+                    rt.service, threads, route="sync", batching=batching
                 )
                 holder.routes["async"] = BatchedPredictions.on_loop(
-                    rt.async_service, route="async", **options
+                    rt.async_service, route="async", batching=batching
                 )
                 gc.collect()
                 gc.freeze()  # the model and data are long-lived: keep them out of GC passes
-                yield
+                try:
+                    yield
+                finally:
+                    await _drain(holder.routes, batching.timeout_s + 1.0)
         finally:
             holder.routes.clear()
-            threads.shutdown(wait=True, cancel_futures=True)
+            threads.shutdown(wait=False, cancel_futures=True)
 
     return lifespan
 
 
-def _health_routes(holder: _Holder) -> list[HTTPRouteHandler]:
-    @get("/healthcheck", media_type=MediaType.TEXT, tags=["health"], sync_to_thread=False)
-    def healthcheck() -> str:
-        """Liveness: the process answers."""
-        return "ok"
+async def _drain(routes: dict[str, BatchedPredictions], timeout_s: float) -> None:
+    started = time.monotonic()
+    drained = await asyncio.gather(*(r.batcher.drain(timeout_s) for r in routes.values()))
+    waited = time.monotonic() - started
+    if all(drained):
+        log.info("shutdown: every accepted request answered (%.2f s)", waited)
+    else:
+        log.warning("shutdown: batches still running after %.1f s; closing anyway", waited)
+
+
+def _liveness(holder: _Holder, batching: Batching) -> list[str]:
+    """What is wedged: a route's batch running a whole request timeout past its deadline,
+    or a part the runtime reports (the model thread)."""
+    problems = [
+        f"route {name}: a batch is {stuck:.1f} s past its deadline"
+        for name, route in holder.routes.items()
+        if (stuck := route.batcher.stuck_s()) > batching.timeout_s
+    ]
+    return problems + (holder.runtime.liveness() if hasattr(holder, "runtime") else [])
+
+
+def _health_routes(holder: _Holder, batching: Batching) -> list[HTTPRouteHandler]:
+    @get(
+        "/healthcheck",
+        media_type=MediaType.TEXT,
+        tags=["health"],
+        sync_to_thread=False,
+        responses={
+            503: ResponseSpec(str, description="Wedged: restart me", media_type="text/plain")
+        },
+    )
+    def healthcheck() -> Response[str]:
+        """Liveness: the process answers and nothing in it is wedged (a batch or a model call
+        running a whole request timeout past its deadline); 503 naming what is, if so."""
+        problems = _liveness(holder, batching)
+        return Response("; ".join(problems) or "ok", status_code=503 if problems else 200)
 
     @get(
         "/readyz",
@@ -175,8 +213,10 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
     """One handler per predict route: the same code, only the batcher differs."""
 
     def route(name: str, doc: str) -> HTTPRouteHandler:
-        async def predict(user_id: UserIdPath) -> PredictionOut:
-            return PredictionOut.of(await holder.routes[name].predict(user_id))
+        async def predict(user_id: UserIdPath, request: Request[Any, Any, Any]) -> PredictionOut:
+            return PredictionOut.of(
+                await predict_watched(holder.routes[name], user_id, request.receive)
+            )
 
         predict.__name__, predict.__doc__ = f"predict_{name}", doc
         return post(
@@ -193,7 +233,7 @@ def create_app(
     runtime: RuntimeFactory,
     *,
     retry_after_s: int = 1,
-    batching: Batching = Batching(),
+    batching: Batching = DEFAULT_BATCHING,
     fast_path: bool = True,
     debug: bool = False,
 ) -> Litestar | FastPredictRoutes:
@@ -204,7 +244,7 @@ def create_app(
     """
     holder = _Holder()
     app = Litestar(
-        route_handlers=[*_health_routes(holder), *_predict_routes(holder)],
+        route_handlers=[*_health_routes(holder, batching), *_predict_routes(holder)],
         before_request=_refuse_bodies,
         lifespan=[_lifespan(holder, runtime, batching)],
         exception_handlers=exception_handlers,

@@ -18,15 +18,17 @@ readiness. ``FRAUDSCORE_FAST_PATH=off`` serves the predict routes through Litest
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import msgspec
 from litestar import Litestar
 from litestar.enums import ScopeType
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
-from fraudscore import FraudscoreError
-from fraudscore_adapters.batching import BatchedPredictions
+from fraudscore import FraudscoreError, Prediction
+from fraudscore_adapters.batching import BatchedPredictions, ClientGone
 from fraudscore_adapters.http.problems import (
     PROBLEM_MEDIA_TYPE,
     domain_problem,
@@ -35,7 +37,7 @@ from fraudscore_adapters.http.problems import (
 )
 from fraudscore_adapters.http.schemas import PredictionOut, Problem
 
-__all__ = ["PREDICT_PREFIX", "FastPredictRoutes"]
+__all__ = ["PREDICT_PREFIX", "FastPredictRoutes", "predict_watched"]
 
 PREDICT_PREFIX = "/predict/"
 _JSON = b"application/json"
@@ -65,15 +67,17 @@ class FastPredictRoutes:
                 route, _, user_id = path[len(PREDICT_PREFIX) :].partition("/")
                 batched = self._routes.get(route)
                 if batched and user_id and "/" not in user_id and _bodiless(scope["headers"]):
-                    await self._predict(batched, user_id, path, send)
+                    await self._predict(batched, user_id, path, receive, send)
                     return
         await self.litestar(scope, receive, send)
 
     async def _predict(
-        self, batched: BatchedPredictions, user_id: str, path: str, send: Send
+        self, batched: BatchedPredictions, user_id: str, path: str, receive: Receive, send: Send
     ) -> None:
         try:
-            prediction = await batched.predict(user_id)
+            prediction = await predict_watched(batched, user_id, receive)
+        except ClientGone:
+            return  # nobody to answer
         except FraudscoreError as exc:
             await self._problem(domain_problem(exc, "POST", path), send)
         except Exception as exc:
@@ -85,6 +89,27 @@ class FastPredictRoutes:
         extra = retry_after(problem, self._retry_after_s) or {}
         headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await _respond(send, problem.status, _PROBLEM, _ENCODER.encode(problem), headers)
+
+
+async def predict_watched(
+    batched: BatchedPredictions, user_id: str, receive: Receive
+) -> Prediction:
+    """``batched.predict(user_id)``, skipped if the client goes away before its batch starts.
+
+    How a route learns of it, served by Litestar or by the fast path alike: after the
+    (bodiless) request message, ASGI's ``receive`` answers only once the client disconnects.
+    Granian returns a future, polled for free when the batch forms; a server whose ``receive``
+    is a coroutine (uvicorn) gets a task watching it.
+    """
+    if (await receive())["type"] == "http.disconnect":
+        raise ClientGone
+    waiter: Any = receive()
+    if not hasattr(waiter, "done"):
+        waiter = asyncio.ensure_future(waiter)
+    try:
+        return await batched.predict(user_id, waiter.done)
+    finally:
+        waiter.cancel()
 
 
 def _bodiless(headers: Iterable[tuple[bytes, bytes]]) -> bool:

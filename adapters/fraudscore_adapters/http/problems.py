@@ -20,9 +20,11 @@ from fraudscore import (
     InvalidFeatures,
     InvalidUserId,
     ModelUnavailable,
+    StoreError,
     StoreUnavailable,
     UnknownUser,
 )
+from fraudscore_adapters.batching import ClientGone, DeadlineExceeded, Overloaded, ShuttingDown
 from fraudscore_adapters.http.schemas import FieldProblemOut, Problem
 
 __all__ = [
@@ -51,7 +53,12 @@ STATUS: dict[type[FraudscoreError], _Kind] = {
     UnknownUser: _Kind(404, "unknown-user", "Unknown user"),
     InvalidFeatures: _Kind(422, "invalid-stored-features", "Stored features are invalid"),
     StoreUnavailable: _Kind(503, "store-unavailable", "Feature store unavailable"),
+    StoreError: _Kind(500, "store-error", "Feature store error"),
     ModelUnavailable: _Kind(503, "model-unavailable", "Model unavailable"),
+    DeadlineExceeded: _Kind(503, "timeout", "No answer in time"),
+    Overloaded: _Kind(503, "overloaded", "Service overloaded"),
+    ShuttingDown: _Kind(503, "shutting-down", "Service shutting down"),
+    ClientGone: _Kind(499, "client-gone", "Client closed the request"),
 }
 _INTERNAL = _Kind(500, "internal-error", "Internal server error")
 

@@ -5,10 +5,10 @@ One concern a module, so a reader finds each in one place:
 - :mod:`~fraudscore_adapters.postgres.conninfo`: connection strings (parsing, redaction,
   pooler detection) and the settings of every connection;
 - :mod:`~fraudscore_adapters.postgres.rows`: the SQL, and stored rows mapped to domain values;
-- :mod:`~fraudscore_adapters.postgres.faults`: the fault policy (driver errors to domain
-  errors, retry of a dead connection);
+- :mod:`~fraudscore_adapters.postgres.faults`: the fault policy (deadlines, driver errors to
+  domain errors, retry of a dead connection);
 - :mod:`~fraudscore_adapters.postgres.pools`: pool factories;
-- :mod:`~fraudscore_adapters.postgres.stores`: the four adapters.
+- :mod:`~fraudscore_adapters.postgres.stores`: the four adapters and the readiness probes.
 """
 
 from fraudscore_adapters.postgres.conninfo import (
@@ -18,11 +18,7 @@ from fraudscore_adapters.postgres.conninfo import (
     startup_statement_timeout_ms,
     use_prepared_statements,
 )
-from fraudscore_adapters.postgres.faults import (
-    arun_once_more_if_broken,
-    run_once_more_if_broken,
-    store_errors,
-)
+from fraudscore_adapters.postgres.faults import arun, run, store_errors
 from fraudscore_adapters.postgres.pools import open_async_pool, open_pool
 from fraudscore_adapters.postgres.rows import FEATURE_LAYOUTS, FEATURE_VERSION
 from fraudscore_adapters.postgres.stores import (
@@ -30,6 +26,8 @@ from fraudscore_adapters.postgres.stores import (
     AsyncPostgresPredictionSink,
     PostgresFeatureStore,
     PostgresPredictionSink,
+    aprobe,
+    probe,
 )
 
 __all__ = [
@@ -39,13 +37,15 @@ __all__ = [
     "AsyncPostgresPredictionSink",
     "PostgresFeatureStore",
     "PostgresPredictionSink",
-    "arun_once_more_if_broken",
+    "aprobe",
+    "arun",
     "connection_kwargs",
     "open_async_pool",
     "open_pool",
     "pooled_endpoint",
+    "probe",
     "redact",
-    "run_once_more_if_broken",
+    "run",
     "startup_statement_timeout_ms",
     "store_errors",
     "use_prepared_statements",

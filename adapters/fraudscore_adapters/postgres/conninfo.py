@@ -23,6 +23,7 @@ from fraudscore_adapters.settings import PREPARED_STATEMENT_MODES
 
 __all__ = [
     "POOLER_HOST_MARK",
+    "TCP_KEEPALIVE",
     "connection_kwargs",
     "is_conninfo_error",
     "malformed",
@@ -35,6 +36,19 @@ __all__ = [
 
 POOLER_HOST_MARK = "-pooler"
 """A host name containing this is a transaction-mode pooler (Neon's pooled endpoints)."""
+
+TCP_KEEPALIVE: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq's TCP settings on every connection: an idle connection whose peer vanished (a NAT or
+load balancer that dropped it, a host that died) is found dead within ~19 s (10 s idle, then 3
+probes 3 s apart), and data left unacknowledged for 10 s breaks the connection instead of
+waiting for the kernel's ~15 minutes of retransmissions. A request never waits on either: its
+own deadline (:mod:`.faults`) comes first. Ignored on Unix-domain sockets."""
 
 _SECRET = re.compile(
     r"(://[^:/@\s]*:)[^@\s]*@|(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE
@@ -97,13 +111,17 @@ def startup_statement_timeout_ms(statement_timeout_ms: int, conninfo: str) -> in
 def connection_kwargs(
     *, statement_timeout_ms: int, connect_timeout_s: int, prepare: bool = True
 ) -> dict[str, Any]:
-    """Connection settings that bound every wait: connecting and each statement.
+    """Connection settings that bound every wait: connecting, each statement, a dead peer.
 
     ``statement_timeout_ms=0`` sends no startup option (the server's or the role's setting
     applies); ``prepare=False`` turns server-side prepared statements off for the connection,
     explicit ``prepare=True`` included.
     """
-    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout_s}
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "connect_timeout": connect_timeout_s,
+        **TCP_KEEPALIVE,
+    }
     if statement_timeout_ms > 0:
         kwargs["options"] = f"-c statement_timeout={statement_timeout_ms}"
     if not prepare:
