@@ -288,15 +288,32 @@ def bench_floors(args: argparse.Namespace) -> list[Run]:
     return runs
 
 
+PRIVATE_UV = ROOT / ".tools" / "bin" / "uv"
+"""Where the Makefile installs uv when none is on PATH."""
+
+
+def uv() -> str:
+    """The uv the Makefile uses: the one on PATH, else its private copy (installed if need be)."""
+    found = shutil.which("uv")
+    if found:
+        return found
+    if not PRIVATE_UV.is_file():
+        log("uv not found: installing it into .tools/ from PyPI, as the Makefile does")
+        subprocess.run([sys.executable, "-m", "venv", str(ROOT / ".tools")], check=True)
+        pip = ROOT / ".tools" / "bin" / "pip"
+        subprocess.run([str(pip), "install", "--quiet", "uv"], check=True)
+    return str(PRIVATE_UV)
+
+
 def prepare_peer(server: str, data: Path, rows: int) -> str:
     """The seed stack in /tmp with its own venv and model, fed our applications."""
     if not (PEER_DIR / "pyproject.toml").is_file():
         shutil.copytree(PEER_SOURCE, PEER_DIR)
-    subprocess.run(["uv", "sync", "--quiet"], cwd=PEER_DIR, check=True)
+    subprocess.run([uv(), "sync", "--quiet"], cwd=PEER_DIR, check=True)
     if not (PEER_DIR / "preprocessor.pkl").is_file():
         log("training the seed stack's model (its train.py)")
-        subprocess.run(["uv", "run", "python", "train.py"], cwd=PEER_DIR, check=True)
-    subprocess.run(["uv", "run", "python", "load.py", "1"], cwd=PEER_DIR, check=True)
+        subprocess.run([uv(), "run", "python", "train.py"], cwd=PEER_DIR, check=True)
+    subprocess.run([uv(), "run", "python", "load.py", "1"], cwd=PEER_DIR, check=True)
     url = with_db(server, "peer")
     raw = read_table(data).head(rows).select(*FEATURE_NAMES, "month")
     encoded = raw.select(
