@@ -198,8 +198,9 @@ class MicroBatcher(Generic[T, R]):
             self._sweep = loop.call_later(max(delay, 0.0), self._expire_queued)
 
     def _take(self) -> list[_Waiting[T, R]]:
-        """The next batch: queued callers still waiting for an answer, oldest first."""
-        now = time.monotonic()
+        """The next batch: queued callers still waiting for an answer, oldest first; one with
+        less than ``ANSWER_MARGIN_S`` left is answered now (no time to serve it)."""
+        now = time.monotonic() + ANSWER_MARGIN_S
         batch: list[_Waiting[T, R]] = []
         while self._pending and len(batch) < self._batching.max_batch:
             waiting = self._pending.popleft()

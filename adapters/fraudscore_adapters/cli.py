@@ -152,11 +152,13 @@ def _drain_s(settings: Settings) -> float:
 
 
 def _backpressure(settings: Settings) -> int:
-    """Requests a granian worker takes in at once: room for both predict routes' queues and
-    batches, so a full queue answers 503 at once rather than granian holding the connection
-    unread (its default, 1,024 per worker, is below what two full queues hold)."""
+    """Connections a granian worker serves at once (its "backpressure"; more wait unread in the
+    listen queue, probes included). Granian's default is backlog / workers (1,024): measured,
+    with 1,536 keep-alive connections open a new one got no answer, not even /healthcheck, so
+    overload showed as silence instead of 503 ``overloaded``. Room for four times what both
+    routes hold at once (5,120 by default), so the queues shed load before this limit bites."""
     per_route = settings.max_queue + settings.max_batch * settings.batch_concurrency
-    return max(1024, 2 * per_route + 256)
+    return max(4096, 4 * 2 * per_route)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:

@@ -15,39 +15,55 @@ import psycopg_pool.pool
 import psycopg_pool.pool_async
 
 from fraudscore_adapters.postgres.conninfo import connection_kwargs, parse_conninfo
-from fraudscore_adapters.postgres.faults import store_errors
+from fraudscore_adapters.postgres.faults import RECONNECT_MAX_DELAY_S, store_errors
 from fraudscore_adapters.postgres.rows import configure_json
 
-__all__ = ["RECONNECT_MAX_DELAY_S", "open_async_pool", "open_pool"]
-
-RECONNECT_MAX_DELAY_S = 0.5
-"""The longest a pool waits between two attempts to replace a lost connection.
-
-psycopg_pool doubles the wait after each failed attempt (1, 2, 4, 8, 16 s ...), so after a
-40 s outage its next attempt could come 16-30 s after the database was back: measured, the
-first 200 came 18.3 s after PostgreSQL accepted connections again. Capped, a pool reconnects
-within half a second of the server accepting; the cost is at most two connection attempts a
-second per missing connection while the database is down."""
+__all__ = ["open_async_pool", "open_pool"]
 
 
 class _CappedBackoff(psycopg_pool.ConnectionPool[Any]):
-    """A blocking pool whose reconnection attempts are at most ``RECONNECT_MAX_DELAY_S`` apart."""
+    """A blocking pool whose reconnection attempts are at most ``RECONNECT_MAX_DELAY_S``
+    apart, and which knows when its last attempt to connect failed (``unreachable``)."""
+
+    unreachable = False
+    """The last attempt to open a connection failed, and none has succeeded since: requests
+    should not wait long for a connection (:func:`~.faults.run` answers them at once)."""
+
+    def __init__(self, conninfo: str, **options: Any) -> None:
+        super().__init__(conninfo, configure=self.connected, **options)
 
     def schedule_task(self, task: psycopg_pool.pool.MaintenanceTask, delay: float) -> None:
-        if isinstance(task, psycopg_pool.pool.AddConnection):
+        if isinstance(task, psycopg_pool.pool.AddConnection):  # an attempt failed: retry
+            self.unreachable = True
             delay = min(delay, RECONNECT_MAX_DELAY_S)
         super().schedule_task(task, delay)
+
+    def connected(self, conn: psycopg.Connection[Any]) -> None:
+        """Configure a new connection (the pool's ``configure``): the database is back."""
+        configure_json(conn)
+        self.unreachable = False
 
 
 class _AsyncCappedBackoff(psycopg_pool.AsyncConnectionPool[Any]):
     """The async twin of :class:`_CappedBackoff`."""
 
+    unreachable = False
+
+    def __init__(self, conninfo: str, **options: Any) -> None:
+        super().__init__(conninfo, configure=self.connected, **options)
+
     async def schedule_task(
         self, task: psycopg_pool.pool_async.MaintenanceTask, delay: float
     ) -> None:
         if isinstance(task, psycopg_pool.pool_async.AddConnection):
+            self.unreachable = True
             delay = min(delay, RECONNECT_MAX_DELAY_S)
         await super().schedule_task(task, delay)
+
+    async def connected(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Configure a new connection: the database is back."""
+        configure_json(conn)
+        self.unreachable = False
 
 
 def _pool_options(
@@ -107,10 +123,9 @@ def open_pool(
     """
     # a malformed string fails here, not in a logged retry loop
     parse_conninfo(conninfo, "opening the connection pool")
-    pool: psycopg_pool.ConnectionPool[Any] = _CappedBackoff(
+    pool = _CappedBackoff(
         conninfo,
         name=name,
-        configure=configure_json,
         **_pool_options(
             min_size,
             max_size,
@@ -140,10 +155,9 @@ async def open_async_pool(
 ) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The async twin of :func:`open_pool`."""
     parse_conninfo(conninfo, "opening the connection pool")
-    pool: psycopg_pool.AsyncConnectionPool[Any] = _AsyncCappedBackoff(
+    pool = _AsyncCappedBackoff(
         conninfo,
         name=name,
-        configure=_async_configure,
         **_pool_options(
             min_size,
             max_size,
@@ -157,7 +171,3 @@ async def open_async_pool(
     with store_errors("opening the connection pool"):
         await pool.open(wait=True, timeout=_open_wait_s(timeout_s, connect_timeout_s))
     return pool
-
-
-async def _async_configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    configure_json(conn)
