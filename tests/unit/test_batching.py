@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Awaitable, Sequence
@@ -23,6 +22,7 @@ from fraudscore import (
 from fraudscore_adapters import deadlines
 from fraudscore_adapters.batching import (
     ANSWER_MARGIN_S,
+    WATCH_AFTER_S,
     BatchedPredictions,
     Batching,
     ClientGone,
@@ -31,6 +31,7 @@ from fraudscore_adapters.batching import (
     Overloaded,
     ShuttingDown,
     ThreadScorer,
+    Watch,
 )
 from fraudscore_adapters.memory import (
     AsyncMemoryFeatureStore,
@@ -359,14 +360,22 @@ def test_a_batch_runs_under_its_oldest_callers_deadline() -> None:
     assert deadline == pytest.approx(arrived + 2.0 - ANSWER_MARGIN_S, abs=0.05)
 
 
-def test_callers_whose_client_left_are_neither_served_nor_counted() -> None:
+def test_queued_callers_whose_client_left_are_neither_served_nor_counted() -> None:
     gate = Gate()
-    left = {2}
+    watched: list[int] = []
+
+    def watch(i: int) -> Watch:
+        async def client() -> None:
+            watched.append(i)
+            if i != 2:  # the other clients stay
+                await asyncio.Event().wait()
+
+        return client
 
     async def main() -> list[BaseException | int]:
         batcher = MicroBatcher(gate.run, Batching(max_batch=10))
-        tasks = await started(*(batcher.submit(i, functools.partial(left.__contains__, i))
-                                for i in range(4)))  # fmt: skip
+        tasks = await started(*(batcher.submit(i, watch(i)) for i in range(4)))
+        await asyncio.sleep(WATCH_AFTER_S * 2)  # they have waited: their clients are watched
         gate.open.set()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -374,6 +383,21 @@ def test_callers_whose_client_left_are_neither_served_nor_counted() -> None:
     assert (first, one, three) == (0, 1, 3)
     assert isinstance(gone, ClientGone)
     assert gate.batches == [[0], [1, 3]]  # user 2 left while queued: never in a batch
+    assert sorted(watched) == [1, 2, 3]  # the first went straight into a batch: not watched
+
+
+def test_callers_served_at_once_are_not_watched() -> None:
+    watched: list[int] = []
+
+    async def client() -> None:
+        watched.append(1)
+
+    async def main() -> list[int]:
+        batcher = MicroBatcher(Recorder().double, Batching(max_batch=100))
+        return [await batcher.submit(i * 2, client) for i in range(5)]
+
+    assert asyncio.run(main()) == [0, 4, 8, 12, 16]
+    assert watched == []  # no waiting, no watching: no cost on the common path
 
 
 def test_drain_answers_the_accepted_and_refuses_the_new() -> None:

@@ -445,32 +445,37 @@ def asgi_request(path: str) -> Scope:
 
 
 @pytest.mark.parametrize("fast_path", [True, False])
-def test_a_request_whose_client_left_is_not_scored_or_recorded(
+def test_a_request_whose_client_left_while_queued_is_not_scored_or_recorded(
     world: World, fast_path: bool
 ) -> None:
-    """Granian's receive gives a future that resolves when the client disconnects; a client
-    gone before its batch formed costs nothing."""
-    scorer = RuleScorer()
-    world.scorer = scorer
+    """Granian's receive answers http.disconnect once the client has gone; a request queued
+    behind a batch in flight whose client left costs nothing."""
+    hanging = Hanging(world.store)
+    world.features = hanging
     sent: list[Any] = []
 
     async def call(app: ASGIApp) -> None:
         messages = iter([{"type": "http.request", "body": b"", "more_body": False}])
 
-        def receive() -> asyncio.Future[Any]:
-            future = asyncio.get_running_loop().create_future()
-            future.set_result(next(messages, {"type": "http.disconnect"}))
-            return future
+        async def receive() -> Any:
+            return next(messages, {"type": "http.disconnect"})
 
         async def send(message: Any) -> None:
             sent.append(message)
 
-        await app(asgi_request("/predict/sync/1"), receive, send)
+        await app(asgi_request("/predict/sync/2"), receive, send)
 
-    with TestClient(create_app(world.runtime, fast_path=fast_path)) as client:
-        with client.portal() as portal:
-            portal.call(call, client.app)
-        assert client.post("/predict/sync/2").status_code == 200  # others still served
-    assert scorer.batches == [1]  # only user 2's
-    assert [p.user_id for p in world.sink.records] == [2]
+    app = create_app(world.runtime, fast_path=fast_path)
+    try:
+        with TestClient(app) as client:
+            first = threading.Thread(target=client.post, args=("/predict/sync/1",))
+            first.start()
+            assert hanging.entered.wait(5)
+            threading.Timer(0.4, hanging.release.set).start()
+            with client.portal() as portal:
+                portal.call(call, client.app)  # queued behind user 1's batch, then gone
+            first.join(5)
+    finally:
+        hanging.release.set()
+    assert [p.user_id for p in world.sink.records] == [1]  # user 2 was never scored
     assert all(m.get("status") != 200 for m in sent)

@@ -18,9 +18,8 @@ readiness. ``FRAUDSCORE_FAST_PATH=off`` serves the predict routes through Litest
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import msgspec
 from litestar import Litestar
@@ -94,22 +93,17 @@ class FastPredictRoutes:
 async def predict_watched(
     batched: BatchedPredictions, user_id: str, receive: Receive
 ) -> Prediction:
-    """``batched.predict(user_id)``, skipped if the client goes away before its batch starts.
+    """``batched.predict(user_id)``, dropped if the client goes away before its batch starts
+    (the batcher watches the clients of requests that queue; see ``WATCH_AFTER_S``). The one
+    place both ways of serving a predict route learn of a disconnect."""
+    return await batched.predict(user_id, functools.partial(_disconnected, receive))
 
-    How a route learns of it, served by Litestar or by the fast path alike: after the
-    (bodiless) request message, ASGI's ``receive`` answers only once the client disconnects.
-    Granian returns a future, polled for free when the batch forms; a server whose ``receive``
-    is a coroutine (uvicorn) gets a task watching it.
-    """
-    if (await receive())["type"] == "http.disconnect":
-        raise ClientGone
-    waiter: Any = receive()
-    if not hasattr(waiter, "done"):
-        waiter = asyncio.ensure_future(waiter)
-    try:
-        return await batched.predict(user_id, waiter.done)
-    finally:
-        waiter.cancel()
+
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has gone: after the (bodiless) request message, ASGI's
+    ``receive`` answers only with ``http.disconnect``."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _bodiless(headers: Iterable[tuple[bytes, bytes]]) -> bool:
