@@ -65,6 +65,7 @@ import psycopg
 import uvloop
 from psycopg import sql
 
+from bench.http_load import settled_rows
 from bench.loadgen import Answer, Poll, drive, poll, random_requests
 from fraudscore import FEATURE_NAMES
 from fraudscore_adapters.baf import load_features
@@ -199,24 +200,6 @@ def prepare_database(cluster: ThrowawayCluster, data: Path, rows: int) -> tuple[
     return url, poison
 
 
-def prediction_count(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM predictions").fetchone()
-    return int(row[0]) if row else 0
-
-
-def settled_count(url: str) -> int:
-    """The predictions count once nothing more is being written (bounded: 30 s)."""
-    last = prediction_count(url)
-    for _ in range(60):
-        time.sleep(0.5)
-        now = prediction_count(url)
-        if now == last:
-            return now
-        last = now
-    return last
-
-
 @dataclass
 class RowsCheck:
     two_xx: int
@@ -246,7 +229,7 @@ class RowsCheck:
 def check_rows(url: str, answers: Sequence[Answer], before: int, since: datetime) -> RowsCheck:
     """Every 2xx's prediction row, after the writes settle; the rows written since ``since``
     that no 2xx reported, matched to what their user and route were answered."""
-    after = settled_count(url)
+    after = settled_rows(url)
     ok = [a for a in answers if 200 <= a.status < 300]
     ids = []
     for answer in ok:
@@ -706,7 +689,7 @@ def run_scenario(ctx: Context, name: str) -> Run:
     log(f"== {name}")
     with serving(ctx.env(port), port, name) as server:
         uvloop.run(warm_up(ctx, port))
-        before, since = settled_count(ctx.url), datetime.now(UTC)
+        before, since = settled_rows(ctx.url), datetime.now(UTC)
         cpu, wall, drops = cpu_s(), time.monotonic(), listen_drops()
         run = uvloop.run(RUNNERS[name](ctx, server))
         run.client_cpu = (cpu_s() - cpu) / (time.monotonic() - wall)

@@ -14,7 +14,6 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from litestar import Litestar
 
@@ -31,6 +30,7 @@ from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.dataset import dataset_path
 from fraudscore_adapters.http import Batching, FastPredictRoutes, Runtime, create_app
+from fraudscore_adapters.postgres.pools import PoolSettings
 from fraudscore_adapters.settings import Settings
 from fraudscore_adapters.xgb import XGBScorer, probe_applications
 
@@ -79,7 +79,7 @@ def _memory_stores(settings: Settings) -> _Stores:
     )
 
 
-def _pool_settings(settings: Settings, url: str) -> dict[str, Any]:
+def _pool_settings(settings: Settings, url: str) -> PoolSettings:
     """Pool options for ``url``: a pooler host gets no prepared statements, no startup options."""
     prepare = postgres.use_prepared_statements(settings.prepared_statements, url)
     timeout_ms = postgres.startup_statement_timeout_ms(settings.statement_timeout_ms, url)
@@ -115,12 +115,12 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
         )
         return next((result for result in found if result != "ok"), "ok")
 
-    faces = {"prepare": options["prepare"], "timeout_s": settings.request_timeout_s}
+    prepare, timeout_s = options.get("prepare", True), settings.request_timeout_s
     return _Stores(
-        postgres.PostgresFeatureStore(pool, **faces),
-        postgres.PostgresPredictionSink(pool, **faces),
-        postgres.AsyncPostgresFeatureStore(apool, **faces),
-        postgres.AsyncPostgresPredictionSink(apool, **faces),
+        postgres.PostgresFeatureStore(pool, prepare=prepare, timeout_s=timeout_s),
+        postgres.PostgresPredictionSink(pool, prepare=prepare, timeout_s=timeout_s),
+        postgres.AsyncPostgresFeatureStore(apool, prepare=prepare, timeout_s=timeout_s),
+        postgres.AsyncPostgresPredictionSink(apool, prepare=prepare, timeout_s=timeout_s),
         check,
     )
 

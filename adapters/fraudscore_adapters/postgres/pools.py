@@ -7,7 +7,7 @@ composition root), never at import.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Required, TypedDict, TypeVar, Unpack
 
 import psycopg
 import psycopg_pool
@@ -18,7 +18,7 @@ from fraudscore_adapters.postgres.conninfo import connection_kwargs, parse_conni
 from fraudscore_adapters.postgres.faults import RECONNECT_MAX_DELAY_S, store_errors
 from fraudscore_adapters.postgres.rows import configure_json
 
-__all__ = ["open_async_pool", "open_pool"]
+__all__ = ["PoolSettings", "open_async_pool", "open_pool"]
 
 
 class _CappedBackoff(psycopg_pool.ConnectionPool[Any]):
@@ -102,18 +102,43 @@ def _open_wait_s(timeout_s: float, connect_timeout_s: int | None) -> float:
     return max(timeout_s, connect_timeout_s or 0)
 
 
-def open_pool(
-    conninfo: str,
-    *,
-    min_size: int,
-    max_size: int,
-    timeout_s: float,
-    statement_timeout_ms: int,
-    connect_timeout_s: int | None = None,
-    prepare: bool = True,
-    max_idle_s: float = 600.0,
-    name: str = "fraudscore",
-) -> psycopg_pool.ConnectionPool[Any]:
+class PoolSettings(TypedDict, total=False):
+    """What opening a pool takes besides the connection string (see :func:`_pool_options`)."""
+
+    min_size: Required[int]
+    max_size: Required[int]
+    timeout_s: Required[float]
+    statement_timeout_ms: Required[int]
+    connect_timeout_s: int | None
+    prepare: bool
+    max_idle_s: float
+    name: str
+
+
+Pool = TypeVar("Pool", _CappedBackoff, _AsyncCappedBackoff)
+
+
+def _build(cls: type[Pool], conninfo: str, settings: PoolSettings, name: str) -> Pool:
+    """A pool of ``cls``, not open yet; a malformed string fails here, not in a logged retry
+    loop."""
+    parse_conninfo(conninfo, "opening the connection pool")
+    options = _pool_options(
+        settings["min_size"],
+        settings["max_size"],
+        settings["timeout_s"],
+        settings["statement_timeout_ms"],
+        connect_timeout_s=settings.get("connect_timeout_s"),
+        prepare=settings.get("prepare", True),
+        max_idle_s=settings.get("max_idle_s", 600.0),
+    )
+    return cls(conninfo, name=settings.get("name", name), **options)
+
+
+def _first_wait_s(settings: PoolSettings) -> float:
+    return _open_wait_s(settings["timeout_s"], settings.get("connect_timeout_s"))
+
+
+def open_pool(conninfo: str, **settings: Unpack[PoolSettings]) -> psycopg_pool.ConnectionPool[Any]:
     """A bounded blocking pool; raises StoreUnavailable if none can be opened.
 
     Connections are not checked on checkout (a round trip per use, ~12-24% of throughput
@@ -121,53 +146,17 @@ def open_pool(
     connections when it finds one. Lost connections are replaced at most
     ``RECONNECT_MAX_DELAY_S`` apart, however long the database was away.
     """
-    # a malformed string fails here, not in a logged retry loop
-    parse_conninfo(conninfo, "opening the connection pool")
-    pool = _CappedBackoff(
-        conninfo,
-        name=name,
-        **_pool_options(
-            min_size,
-            max_size,
-            timeout_s,
-            statement_timeout_ms,
-            connect_timeout_s=connect_timeout_s,
-            prepare=prepare,
-            max_idle_s=max_idle_s,
-        ),
-    )
+    pool = _build(_CappedBackoff, conninfo, settings, "fraudscore")
     with store_errors("opening the connection pool"):
-        pool.open(wait=True, timeout=_open_wait_s(timeout_s, connect_timeout_s))
+        pool.open(wait=True, timeout=_first_wait_s(settings))
     return pool
 
 
 async def open_async_pool(
-    conninfo: str,
-    *,
-    min_size: int,
-    max_size: int,
-    timeout_s: float,
-    statement_timeout_ms: int,
-    connect_timeout_s: int | None = None,
-    prepare: bool = True,
-    max_idle_s: float = 600.0,
-    name: str = "fraudscore-async",
+    conninfo: str, **settings: Unpack[PoolSettings]
 ) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The async twin of :func:`open_pool`."""
-    parse_conninfo(conninfo, "opening the connection pool")
-    pool = _AsyncCappedBackoff(
-        conninfo,
-        name=name,
-        **_pool_options(
-            min_size,
-            max_size,
-            timeout_s,
-            statement_timeout_ms,
-            connect_timeout_s=connect_timeout_s,
-            prepare=prepare,
-            max_idle_s=max_idle_s,
-        ),
-    )
+    pool = _build(_AsyncCappedBackoff, conninfo, settings, "fraudscore-async")
     with store_errors("opening the connection pool"):
-        await pool.open(wait=True, timeout=_open_wait_s(timeout_s, connect_timeout_s))
+        await pool.open(wait=True, timeout=_first_wait_s(settings))
     return pool
