@@ -60,12 +60,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, bench.* as a script
 
-import httpx
 import psycopg
 import uvloop
 from psycopg import sql
 
-from bench.http_load import settled_rows
+from bench.http_load import settled_rows, wait_healthy
 from bench.loadgen import Answer, Poll, drive, poll, random_requests
 from fraudscore import FEATURE_NAMES
 from fraudscore_adapters.baf import load_features
@@ -316,18 +315,6 @@ class Server:
         return self.process.pid
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log_path.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise RuntimeError("server not up after 180 s")
-
-
 def _stop(server: Server) -> None:
     """SIGTERM its session, SIGKILL after 20 s; then whatever of the session is left."""
     if server.process.poll() is None:
@@ -356,7 +343,7 @@ def serving(env: dict[str, str], port: int, label: str) -> Iterator[Server]:
         )
     server = Server(process, port, log_path)
     try:
-        _wait_healthy(process, port, log_path)
+        wait_healthy(process, port, log_path, "server")
         yield server
     finally:
         _stop(server)

@@ -172,6 +172,19 @@ def wrk(path: str, conns: int, seconds: int, n_ids: int) -> dict[str, float]:
     return parsed
 
 
+def wait_healthy(process: subprocess.Popen[bytes], port: int, logfile: Path, label: str) -> None:
+    """Return once the server answers /healthcheck; raise if it exits or is not up in 180 s."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{label} exited:\n{logfile.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{label} not up after 180 s")
+
+
 @contextlib.contextmanager
 def running(command: list[str], cwd: Path, env: dict[str, str], label: str) -> Iterator[int]:
     logfile = Path(f"/tmp/bench-{label}.log")
@@ -180,16 +193,7 @@ def running(command: list[str], cwd: Path, env: dict[str, str], label: str) -> I
             command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{label} exited:\n{logfile.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{PORT}/healthcheck", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"{label} not up after 180 s")
+        wait_healthy(process, PORT, logfile, label)
         time.sleep(2)  # every worker up
         yield process.pid  # the session id of every process it starts
     finally:
