@@ -29,6 +29,7 @@ __all__ = [
     "Value",
     "parse_features",
     "shown",
+    "shown_name",
 ]
 
 Value = float | int | str | None
@@ -79,6 +80,11 @@ def shown(value: object) -> str:
         return text
     size = len(value) if isinstance(value, str) else len(text)
     return f"{text[: SHOWN_CHARS - 5]}... ({size:,} characters)"
+
+
+def shown_name(name: object) -> str:
+    """A field name as a problem names it: as it is, unless it is long (or not text)."""
+    return name if isinstance(name, str) and len(name) <= SHOWN_CHARS else shown(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +320,7 @@ def parse_features(raw: Mapping[str, object]) -> tuple[tuple[Value, ...], tuple[
 def _unknown_fields(names: list[object]) -> list[FieldProblem]:
     """Problems for names that are not features: the first few by name, the rest counted."""
     problems = [
-        FieldProblem(n if isinstance(n, str) and len(n) <= SHOWN_CHARS else shown(n),
-                     "is not a feature of the schema")
+        FieldProblem(shown_name(n), "is not a feature of the schema")
         for n in names[:MAX_UNKNOWN_FIELDS]
     ]  # fmt: skip
     if len(names) > MAX_UNKNOWN_FIELDS:

@@ -22,7 +22,7 @@ from fraudscore import (
     Prediction,
     UnknownUser,
 )
-from fraudscore.schema import FieldProblem, shown
+from fraudscore.schema import FieldProblem, shown, shown_name
 
 __all__ = [
     "FEATURE_LAYOUTS",
@@ -122,7 +122,7 @@ def _unreadable(
         try:
             _PLAIN.decode(raw)
         except _UNREADABLE as exc:
-            problems.append(_problem(shown(name) if len(name) > 40 else name, exc))
+            problems.append(_problem(shown_name(name), exc))
     return InvalidFeatures(problems or [FieldProblem("features", "cannot be read")])
 
 
