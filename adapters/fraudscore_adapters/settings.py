@@ -12,7 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ENV_PREFIX", "PREPARED_STATEMENT_MODES", "Settings", "SettingsError", "read_dotenv"]
+from fraudscore_adapters.dburl import url_problem
+
+__all__ = [
+    "ENV_PREFIX",
+    "PREPARED_STATEMENT_MODES",
+    "Settings",
+    "SettingsError",
+    "check_database_url",
+    "read_dotenv",
+]
 
 ENV_PREFIX = "FRAUDSCORE_"
 PREPARED_STATEMENT_MODES = ("auto", "on", "off")
@@ -35,6 +44,15 @@ _POSITIVE = ("request_timeout_s", "pool_timeout_s")
 
 class SettingsError(ValueError):
     """A setting that is malformed or unknown; the message names it."""
+
+
+def check_database_url(url: str, name: str) -> None:
+    """Refuse a malformed database URL here, before anything connects: libpq would misread
+    it and put part of the password in its errors and the pool's retry warnings. The message
+    names the setting and the rule (:func:`~fraudscore_adapters.dburl.url_problem`), never
+    the URL."""
+    if problem := url_problem(url):
+        raise SettingsError(f"{name} {problem}")
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -133,6 +151,7 @@ class Settings:
         values: dict[str, object] = {}
         for name in ("DATABASE_URL", "MIGRATIONS_DATABASE_URL"):
             if env.get(name):
+                check_database_url(env[name], name)
                 values[name.lower()] = env[name]
         known = {f.name: f for f in dataclasses.fields(cls)}
         for key, raw in env.items():

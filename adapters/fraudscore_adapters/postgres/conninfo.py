@@ -1,8 +1,11 @@
 """Connection strings: parsing, redaction, pooler detection, and the per-connection settings.
 
 Nothing here opens a connection. A malformed string becomes ``StoreUnavailable`` with libpq's
-complaint minus any quoted text (which may be part of the password); no function here lets a
-password reach a message.
+complaint minus any quoted text (which may be part of the password), and a URL libpq would
+misread (a raw ``@`` or ``/`` in its password: the tail becomes the host or database name,
+which psycopg and its pool print) is refused before libpq sees it
+(:func:`~fraudscore_adapters.dburl.url_problem`); no function here lets a password reach a
+message.
 
 Behind a transaction-mode pooler (PgBouncer; Neon's ``-pooler`` endpoints) consecutive
 statements of one client may run in different server sessions, so server-side prepared
@@ -19,6 +22,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from fraudscore import StoreUnavailable
+from fraudscore_adapters.dburl import URL_PREFIXES, url_problem
 from fraudscore_adapters.settings import PREPARED_STATEMENT_MODES
 
 __all__ = [
@@ -50,16 +54,34 @@ probes 3 s apart), and data left unacknowledged for 10 s breaks the connection i
 waiting for the kernel's ~15 minutes of retransmissions. A request never waits on either: its
 own deadline (:mod:`.faults`) comes first. Ignored on Unix-domain sockets."""
 
-_SECRET = re.compile(
-    r"(://[^:/@\s]*:)[^@\s]*@|(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE
-)
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+_RESERVED = re.compile(r"[/?#@]")
 _CONNINFO_ERROR = re.compile(r"connection info string|URI|percent-encoded|connection option")
 _QUOTED = re.compile(r'"[^"]*"')
 
 
 def redact(text: str) -> str:
     """``text`` with any password in a connection string replaced by ``***``."""
-    return _SECRET.sub(lambda m: f"{m.group(1)}***@" if m.group(1) else f"{m.group(2)}***", text)
+    lines = text.splitlines(keepends=True)
+    return _KEYWORD_PASSWORD.sub(r"\1***", "".join(map(_redact_user_info, lines)))
+
+
+def _redact_user_info(line: str) -> str:
+    """``line`` with the user-info of its URL, from the first ``://`` to the last ``@``, as
+    ``user:***`` when the user name is plain, else as ``***`` (a raw ``/ ? # @`` leaves no
+    telling where the user name ends). Taken to the last ``@``, a raw ``@`` or space in the
+    password cannot end it early; hiding text up to an unrelated ``@`` is the safe side.
+    Linear in the line's length, however many ``://`` it holds."""
+    start, end = line.find("://") + 3, line.rfind("@")
+    if start < 3 or end < start:
+        return line
+    info = line[start:end]
+    user, colon, _ = info.partition(":")
+    if _RESERVED.search(user) or (not colon and _RESERVED.search(info)):
+        info = "***"
+    elif colon:
+        info = f"{user}:***"
+    return f"{line[:start]}{info}{line[end:]}"
 
 
 def is_conninfo_error(exc: psycopg.ProgrammingError) -> bool:
@@ -75,7 +97,11 @@ def malformed(exc: psycopg.ProgrammingError) -> str:
 
 
 def parse_conninfo(conninfo: str, what: str) -> dict[str, Any]:
-    """``conninfo`` (URL or ``key=value``) as a dict; StoreUnavailable if it is malformed."""
+    """``conninfo`` (URL or ``key=value``) as a dict; StoreUnavailable if it is malformed,
+    a URL libpq would misread included (the settings refuse those already: this guards the
+    callers that build a pool from a string of their own)."""
+    if conninfo.startswith(URL_PREFIXES) and (problem := url_problem(conninfo)):
+        raise StoreUnavailable(f"{what}: malformed connection string: the URL {problem}")
     try:
         return conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
