@@ -4,8 +4,10 @@ from fraudscore_adapters.xgb.artifacts import (
     MANIFEST,
     Manifest,
     library_versions,
+    manifest_sha256,
     read_manifest,
     read_verified,
+    required_pin,
     sha256_file,
 )
 from fraudscore_adapters.xgb.metrics import (
@@ -56,9 +58,11 @@ __all__ = [
     "features_frame",
     "library_versions",
     "make_splits",
+    "manifest_sha256",
     "probe_applications",
     "read_manifest",
     "read_verified",
+    "required_pin",
     "sha256_file",
     "split_random",
     "split_temporal",

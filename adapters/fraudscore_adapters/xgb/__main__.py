@@ -3,7 +3,8 @@
     python -m fraudscore_adapters.xgb --data PATH --out DIR [--split random|temporal]
         [--seed 42] [--drop-invalid] [--max-rounds 1000]
 
-Progress goes to stderr; the run ends with a summary table, wall time and peak RSS.
+Progress goes to stderr; the run ends with a summary table, wall time, peak RSS and the
+value to pin the model with (FRAUDSCORE_MODEL_SHA256).
 Exit status: 0 on success, 2 when the data cannot train a model.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fraudscore_adapters.baf import DatasetError
+from fraudscore_adapters.xgb.artifacts import PIN_SETTING, manifest_sha256
 from fraudscore_adapters.xgb.training import (
     TrainConfig,
     TrainingResult,
@@ -44,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
 def train_and_report(
     data: Path, out_dir: Path, config: TrainConfig, *, drop_invalid: bool = False
 ) -> TrainingResult:
-    """Train on ``data`` into ``out_dir``; log the summary table, wall time and peak RSS.
+    """Train on ``data`` into ``out_dir``; log the summary table, wall time, peak RSS and pin.
+
+    The pin line hands the operator the manifest's SHA-256 to set in production, so the
+    server refuses any other model (see :func:`~fraudscore_adapters.xgb.artifacts.required_pin`).
 
     Raises :class:`DatasetError` when the data cannot train a model (columns or values at
     fault, no labels, a split without both classes) and FileNotFoundError when it is absent.
@@ -60,6 +65,7 @@ def train_and_report(
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     stderr_log(summary(result))
     stderr_log(f"wall time {wall:.1f}s  peak RSS {peak_mib:,.0f} MiB")
+    stderr_log(f"pin this model with {PIN_SETTING}={manifest_sha256(result.out_dir)}")
     return result
 
 

@@ -5,13 +5,20 @@ parse, list the pickles, name only plain files of the directory, match the schem
 and the installed libraries, and every listed file must exist with the recorded SHA-256. The
 pickles are hashed from the very bytes that are then unpickled, so a file swapped between
 the check and the load is never used.
+
+The manifest alone only proves the folder agrees with itself: whoever can write the pickles
+can rewrite it too. A *pin* closes that: the SHA-256 of ``manifest.json``, given from outside
+the folder (``FRAUDSCORE_MODEL_SHA256``). The manifest holds every artifact's SHA-256, so
+pinning it pins every file; a folder that does not match is refused before any pickle is read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import platform
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +33,18 @@ import xgboost
 from fraudscore import FEATURE_NAMES, ModelUnavailable
 
 __all__ = [
+    "ALLOW_UNPINNED_SETTING",
     "MANIFEST",
     "MODEL_FILE",
+    "PIN_SETTING",
     "PREPROCESSOR_FILE",
     "Manifest",
     "library_versions",
+    "manifest_sha256",
+    "parse_manifest",
     "read_manifest",
     "read_verified",
+    "required_pin",
     "sha256_bytes",
     "sha256_file",
     "version_problems",
@@ -43,6 +55,12 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.pkl"
 PREPROCESSOR_FILE = "preprocessor.pkl"
 PICKLES = (PREPROCESSOR_FILE, MODEL_FILE)
+
+PIN_SETTING = "FRAUDSCORE_MODEL_SHA256"
+"""The setting that pins the model: the expected SHA-256 of ``manifest.json``."""
+ALLOW_UNPINNED_SETTING = "FRAUDSCORE_ALLOW_UNPINNED_MODEL"
+"""The opt-out letting production start without a pin."""
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 _MUST_MATCH = {"xgboost": 2, "scikit-learn": 2, "numpy": 1}
 """Leading version parts that must match to load: pickles of these do not travel across them."""
@@ -110,17 +128,84 @@ def write_manifest(out_dir: Path, fields: Mapping[str, object], files: Iterable[
 
 def read_manifest(artifact_dir: Path) -> Manifest:
     """Parse and check the manifest's structure (not the files); raise ModelUnavailable."""
+    return parse_manifest(_manifest_bytes(artifact_dir), artifact_dir / MANIFEST)
+
+
+def _manifest_bytes(artifact_dir: Path) -> bytes:
+    """The manifest's bytes, read once: pin check and parsing must see the same bytes."""
     path = artifact_dir / MANIFEST
     try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise ModelUnavailable(f"no {MANIFEST} in {artifact_dir}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise ModelUnavailable(f"cannot read {path}: {exc}") from exc
+
+
+def parse_manifest(data: bytes, path: Path) -> Manifest:
+    """Parse and check manifest bytes (``path`` names them in errors); raise ModelUnavailable.
+
+    Takes bytes rather than a path so a caller that hashed them parses exactly what it hashed.
+    """
+    try:
+        fields = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelUnavailable(f"cannot read {path}: {exc}") from exc
     try:
         return _checked(fields)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelUnavailable(f"{path} is malformed: {exc!r}") from exc
+
+
+def manifest_sha256(artifact_dir: Path) -> str:
+    """The value to pin (``FRAUDSCORE_MODEL_SHA256``): lower-case hex SHA-256 of the manifest.
+
+    The manifest records every artifact's SHA-256, so this one digest pins the whole folder.
+    """
+    return sha256_bytes(_manifest_bytes(artifact_dir))
+
+
+def _normalized_pin(pin: str) -> str:
+    """``pin`` as lower-case hex; refuse anything that is not a SHA-256 (a typo pins nothing)."""
+    normalized = pin.strip().lower()
+    if not _HEX64.fullmatch(normalized):
+        shown = pin if len(pin) <= 80 else pin[:77] + "..."
+        raise ModelUnavailable(
+            f"{PIN_SETTING} must be a SHA-256: 64 hex digits, got {len(pin)} characters {shown!r}"
+        )
+    return normalized
+
+
+def _check_pin(path: Path, data: bytes, pin: str) -> None:
+    """Refuse manifest bytes whose SHA-256 is not ``pin`` (constant-time comparison)."""
+    got = sha256_bytes(data)
+    if not hmac.compare_digest(got, pin):
+        raise ModelUnavailable(
+            f"{path} is not the pinned model: its SHA-256 is {got[:16]}...,"
+            f" {PIN_SETTING} is {pin[:16]}..."
+        )
+
+
+def required_pin(pin: str | None, *, production: bool, allow_unpinned: bool) -> str | None:
+    """The pin to load with, by policy; raise ModelUnavailable when one is needed but absent.
+
+    A production server (DATABASE_URL set) unpickles at start-up whatever sits in its artifact
+    folder, so it must be told which model to expect unless the operator opts out; the
+    embedded default (a laptop) needs no pin. An empty pin counts as none (an unset variable);
+    a malformed pin is refused here, before any file is touched.
+    """
+    if pin is not None and pin.strip():
+        return _normalized_pin(pin)
+    if production and not allow_unpinned:
+        raise ModelUnavailable(
+            f"DATABASE_URL is set but {PIN_SETTING} is not: a production server will not"
+            " unpickle a model it has not been told to expect. Set"
+            f" {PIN_SETTING} to the SHA-256 of the model's {MANIFEST} (printed by `make train`,"
+            " or by `python -m fraudscore_adapters model-pin`, or"
+            f" `sha256sum data/model_artifacts/{MANIFEST}`), or set {ALLOW_UNPINNED_SETTING}=on"
+            " to accept any model that passes its own manifest."
+        )
+    return None
 
 
 def _checked(fields: Any) -> Manifest:
@@ -137,13 +222,21 @@ def _checked(fields: Any) -> Manifest:
     return Manifest(model_version, threshold, artifacts, versions, dict(fields))
 
 
-def read_verified(artifact_dir: Path) -> tuple[Manifest, dict[str, bytes]]:
+def read_verified(
+    artifact_dir: Path, *, pin: str | None = None
+) -> tuple[Manifest, dict[str, bytes]]:
     """The manifest and the pickles' bytes, after every check; raise ModelUnavailable.
 
-    Checks, in order: the manifest, library versions, that every listed file exists, and that
-    every listed file has its recorded SHA-256. Nothing is unpickled here.
+    Checks, in order: the pin (when given: the manifest's SHA-256, hashed from the very bytes
+    then parsed, so no swap can slip between check and use), the manifest, library versions,
+    that every listed file exists, and that every listed file has its recorded SHA-256.
+    Nothing is unpickled here, and with a wrong pin no pickle is even read.
     """
-    manifest = read_manifest(artifact_dir)
+    expected = None if pin is None else _normalized_pin(pin)
+    data = _manifest_bytes(artifact_dir)
+    if expected is not None:
+        _check_pin(artifact_dir / MANIFEST, data, expected)
+    manifest = parse_manifest(data, artifact_dir / MANIFEST)
     problems = version_problems(manifest.versions, library_versions())
     if problems:
         raise ModelUnavailable(f"{artifact_dir}: " + "; ".join(problems))

@@ -1,11 +1,12 @@
 """The XGBoost :class:`~fraudscore.Scorer`: verified artifacts, a fast exact scoring path.
 
-``load`` checks the artifact directory (manifest, library versions, every SHA-256) before it
-unpickles anything. ``score`` skips scikit-learn: the fitted pipeline is compiled into a
-:class:`~fraudscore_adapters.xgb.pipeline.CompiledTransform` that builds the same float64
-matrix, and the booster predicts in place on it, with the trees early stopping kept, exactly
-as ``model.predict_proba`` does. A self-check at load time compares both paths on probe
-applications (every category, every missing value) and refuses the model on any difference.
+``load`` checks the artifact directory (the pin when given, manifest, library versions, every
+SHA-256) before it unpickles anything. ``score`` skips scikit-learn: the fitted pipeline is
+compiled into a :class:`~fraudscore_adapters.xgb.pipeline.CompiledTransform` that builds the
+same float64 matrix, and the booster predicts in place on it, with the trees early stopping
+kept, exactly as ``model.predict_proba`` does. A self-check at load time compares both paths on
+probe applications (every category, every missing value) and refuses the model on any
+difference.
 """
 
 from __future__ import annotations
@@ -58,13 +59,16 @@ class XGBScorer:
         self.manifest = manifest
 
     @classmethod
-    def load(cls, artifact_dir: Path, *, threads: int = 1) -> XGBScorer:
+    def load(cls, artifact_dir: Path, *, threads: int = 1, pin: str | None = None) -> XGBScorer:
         """Verify and load ``artifact_dir``; raise ModelUnavailable saying what is wrong.
 
         ``threads`` is the booster's thread count; 1 is fastest for the small batches a
         service scores (measured: threads cost more than they save below a few thousand rows).
+        ``pin`` is the expected SHA-256 of ``manifest.json`` (``FRAUDSCORE_MODEL_SHA256``): the
+        folder's own manifest only proves it agrees with itself, the pin that it is the model
+        meant to run; a mismatch is refused before any pickle is read.
         """
-        manifest, blobs = read_verified(artifact_dir)
+        manifest, blobs = read_verified(artifact_dir, pin=pin)
         try:
             preprocessor = joblib.load(io.BytesIO(blobs[PREPROCESSOR_FILE]))
             model = joblib.load(io.BytesIO(blobs[MODEL_FILE]))
