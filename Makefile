@@ -67,6 +67,22 @@ rollback: $(VENV_STAMP) ## Roll back the newest migration (needs DATABASE_URL)
 load-features: $(VENV_STAMP) ## COPY the dataset's cleaned features into PostgreSQL (needs DATABASE_URL)
 	$(FS) load-features
 
+.PHONY: key
+key: $(VENV_STAMP) ## Create an API key, printed once (NAME=me; SCOPES="predict admin"; DATABASE_URL: in the db)
+	$(FS) keys create --name "$(or $(NAME),$(USER),me)" $(foreach s,$(or $(SCOPES),predict),--scope $(s))
+
+.PHONY: keys
+keys: $(VENV_STAMP) ## List API keys: id, name, scopes, created, last used, revoked
+	$(FS) keys list
+
+.PHONY: revoke-key
+revoke-key: $(VENV_STAMP) ## Revoke an API key (ID=<12 hex digits>); servers stop taking it within 2 s
+	$(FS) keys revoke "$(ID)"
+
+.PHONY: model-pin
+model-pin: $(VENV_STAMP) ## Print the SHA-256 to pin the trained model with (FRAUDSCORE_MODEL_SHA256)
+	$(FS) model-pin
+
 .PHONY: eda
 eda: $(VENV_STAMP) ## Run the EDA notebook on the full dataset; writes reports/eda.html
 	$(UV) run python notebooks/run_eda.py

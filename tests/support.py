@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from fraudscore import (
     Application,
@@ -14,6 +15,7 @@ from fraudscore import (
     StoreUnavailable,
 )
 from fraudscore.ports import AsyncFeatureRepository, FeatureRepository
+from fraudscore_adapters.access import ApiKey, MemoryKeyStore
 
 RAW_APPLICATION: dict[str, object] = {
     "income": 0.30000000000000004,
@@ -112,6 +114,46 @@ class DownSink:
         with self.lock:
             self.calls += 1
         raise StoreUnavailable("connection refused")
+
+
+class FlakyKeyStore:
+    """A key store in front of a :class:`MemoryKeyStore` whose database can go down.
+
+    While ``down`` is set every read and write fails like an unreachable database;
+    ``failures`` counts the calls that failed.
+    """
+
+    def __init__(self, inner: MemoryKeyStore) -> None:
+        self.inner = inner
+        self.down = threading.Event()
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self.down.is_set():
+            with self._lock:
+                self.failures += 1
+            raise StoreUnavailable("connection refused")
+
+    def add(self, key: ApiKey) -> None:
+        """Store a new key (fails while down)."""
+        self._check()
+        self.inner.add(key)
+
+    def all(self) -> list[ApiKey]:
+        """Every key (fails while down)."""
+        self._check()
+        return self.inner.all()
+
+    def revoke(self, key_id: str, at: datetime) -> ApiKey | None:
+        """Revoke a key (fails while down)."""
+        self._check()
+        return self.inner.revoke(key_id, at)
+
+    def touch(self, used: Mapping[str, datetime]) -> None:
+        """Record last-use times (fails while down)."""
+        self._check()
+        self.inner.touch(used)
 
 
 def latest(store: FeatureRepository, user_id: int) -> Application:

@@ -347,8 +347,12 @@ class ThreadScorer:
         self._executor.shutdown(wait=True)
 
 
+Ask = tuple[str, str | None]
+"""One predict request as the batcher queues it: the raw user id and who asked (a key id)."""
+
+
 class BatchedPredictions:
-    """``await predict(user_id)`` for concurrent callers on one event loop, served in batches.
+    """``await predict(user_id, caller)`` for concurrent callers on one event loop, in batches.
 
     Callers that arrive while a batch is in flight go together into the next one: one store
     read, one model call, one commit for all of them, and each caller gets its own prediction
@@ -358,9 +362,9 @@ class BatchedPredictions:
     """
 
     def __init__(
-        self, predict_many: BatchFunction[str, Prediction], batching: Batching = DEFAULT_BATCHING
+        self, predict_many: BatchFunction[Ask, Prediction], batching: Batching = DEFAULT_BATCHING
     ) -> None:
-        self.batcher: MicroBatcher[str, Prediction] = MicroBatcher(predict_many, batching)
+        self.batcher: MicroBatcher[Ask, Prediction] = MicroBatcher(predict_many, batching)
 
     @classmethod
     def on_loop(
@@ -368,8 +372,9 @@ class BatchedPredictions:
     ) -> BatchedPredictions:
         """Batches of the async use case, awaited on the loop."""
 
-        async def predict_many(user_ids: Sequence[str]) -> list[Outcome]:
-            return await service.predict_many(user_ids, route=route)
+        async def predict_many(asks: Sequence[Ask]) -> list[Outcome]:
+            user_ids, callers = _split(asks)
+            return await service.predict_many(user_ids, route=route, callers=callers)
 
         return cls(predict_many, batching)
 
@@ -385,15 +390,23 @@ class BatchedPredictions:
         """Batches of the blocking use case, each run in a thread of ``executor`` under the
         batch's deadline."""
 
-        async def predict_many(user_ids: Sequence[str]) -> list[Outcome]:
+        async def predict_many(asks: Sequence[Ask]) -> list[Outcome]:
             loop = asyncio.get_running_loop()
-            call = functools.partial(service.predict_many, user_ids, route=route)
+            user_ids, callers = _split(asks)
+            call = functools.partial(service.predict_many, user_ids, route=route, callers=callers)
             deadline = deadlines.current()
             bound = call if deadline is None else deadlines.bound(deadline, call)
             return await loop.run_in_executor(executor, bound)
 
         return cls(predict_many, batching)
 
-    async def predict(self, user_id: str, watch: Watch | None = None) -> Prediction:
-        """The recorded prediction for ``user_id``; raise its domain error."""
-        return await self.batcher.submit(user_id, watch)
+    async def predict(
+        self, user_id: str, caller: str | None = None, watch: Watch | None = None
+    ) -> Prediction:
+        """The recorded prediction for ``user_id``, asked by ``caller``; raise its domain
+        error."""
+        return await self.batcher.submit((user_id, caller), watch)
+
+
+def _split(asks: Sequence[Ask]) -> tuple[list[str], list[str | None]]:
+    return [user_id for user_id, _ in asks], [caller for _, caller in asks]

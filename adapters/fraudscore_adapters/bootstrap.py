@@ -2,8 +2,14 @@
 
 The one place that decides which adapter serves which port. ``DATABASE_URL`` unset means the
 embedded default (the in-memory store seeded from the local dataset, predictions kept in
-memory); set means PostgreSQL for both. Nothing here runs at import: :func:`runtime` opens and
-closes everything inside the app's lifespan, and :func:`app_from_env` is the server's factory.
+memory, API keys in a local file); set means PostgreSQL for all three. Nothing here runs at
+import: :func:`runtime` opens and closes everything inside the app's lifespan, and
+:func:`app_from_env` is the server's factory.
+
+The seam: :class:`Parts` passes in any of the model, the stores and the key store instead of
+building them from settings (tests wire tiny models and in-memory adapters through this same
+root; a library can embed the service the same way). Everything else (the gate, the
+batchers, readiness, the app) is built here either way.
 """
 
 from __future__ import annotations
@@ -24,17 +30,29 @@ from fraudscore.ports import (
     AsyncScorer,
     FeatureRepository,
     PredictionSink,
+    Scorer,
 )
 from fraudscore_adapters import memory, postgres
+from fraudscore_adapters.access import FileKeyStore, Gate, KeyStore, keep_fresh, refresh
 from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.dataset import dataset_path
 from fraudscore_adapters.http import Batching, FastPredictRoutes, Runtime, create_app
+from fraudscore_adapters.postgres.keys import PostgresKeyStore
 from fraudscore_adapters.postgres.pools import PoolSettings
 from fraudscore_adapters.settings import Settings
-from fraudscore_adapters.xgb import XGBScorer, probe_applications
+from fraudscore_adapters.xgb import XGBScorer, probe_applications, required_pin
 
-__all__ = ["app_from_env", "build_app", "model_readiness", "runtime"]
+__all__ = [
+    "KEYS_MAX_STALE_REFRESHES",
+    "Parts",
+    "Stores",
+    "app_from_env",
+    "build_app",
+    "model_pin",
+    "model_readiness",
+    "runtime",
+]
 
 log = logging.getLogger("fraudscore")
 
@@ -42,18 +60,52 @@ Check = Callable[[], Awaitable[str]]
 """A readiness probe of one part: ``ok``, or what is wrong."""
 PROBE_TIMEOUT_S = 2.0
 """Each readiness probe answers within this: a frozen store or a wedged model is not ready."""
+KEYS_MAX_STALE_REFRESHES = 10
+"""Keys not re-read for this many refresh intervals (20 s by default) fail closed: every
+protected request gets 503 ``keys-unavailable`` until they are read again."""
+
+
+async def _always_ok() -> str:
+    return "ok"
 
 
 @dataclass(frozen=True, slots=True)
-class _Stores:
+class Stores:
+    """The feature store and prediction sink, each with both faces, and their readiness."""
+
     features: FeatureRepository
     sink: PredictionSink
     async_features: AsyncFeatureRepository
     async_sink: AsyncPredictionSink
-    check: Check
+    check: Check = _always_ok
+    keys: KeyStore | None = None
+    """Where the API keys live when it is the same place (the PostgreSQL pool)."""
+
+    @classmethod
+    def in_memory(
+        cls, features: FeatureRepository, sink: PredictionSink, check: Check = _always_ok
+    ) -> Stores:
+        """Stores whose calls never block (in memory, or a test's fake): the async faces run
+        them on the loop."""
+        return cls(
+            features,
+            sink,
+            memory.AsyncMemoryFeatureStore(features),
+            memory.AsyncMemoryPredictionSink(sink),
+            check,
+        )
 
 
-def _memory_stores(settings: Settings) -> _Stores:
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Parts to wire instead of building them from settings; None builds it."""
+
+    scorer: Scorer | None = None
+    stores: Stores | None = None
+    keys: KeyStore | None = None
+
+
+def _memory_stores(settings: Settings) -> Stores:
     path = dataset_path(settings, create=False)
     frame, _ = load_features(path)
     store = memory.MemoryFeatureStore()
@@ -67,16 +119,7 @@ def _memory_stores(settings: Settings) -> _Stores:
         f"{settings.memory_predictions:,}",
     )
 
-    async def check() -> str:
-        return "ok"  # in this process: answers whenever the process does
-
-    return _Stores(
-        store,
-        sink,
-        memory.AsyncMemoryFeatureStore(store),
-        memory.AsyncMemoryPredictionSink(sink),
-        check,
-    )
+    return Stores.in_memory(store, sink)  # in this process: ready whenever the process is
 
 
 def _pool_settings(settings: Settings, url: str) -> PoolSettings:
@@ -100,7 +143,7 @@ def _pool_settings(settings: Settings, url: str) -> PoolSettings:
     }
 
 
-async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) -> _Stores:
+async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) -> Stores:
     options = _pool_settings(settings, url)
     pool = postgres.open_pool(url, **options)
     stack.callback(pool.close)
@@ -116,12 +159,13 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
         return next((result for result in found if result != "ok"), "ok")
 
     prepare, timeout_s = options.get("prepare", True), settings.request_timeout_s
-    return _Stores(
+    return Stores(
         postgres.PostgresFeatureStore(pool, prepare=prepare, timeout_s=timeout_s),
         postgres.PostgresPredictionSink(pool, prepare=prepare, timeout_s=timeout_s),
         postgres.AsyncPostgresFeatureStore(apool, prepare=prepare, timeout_s=timeout_s),
         postgres.AsyncPostgresPredictionSink(apool, prepare=prepare, timeout_s=timeout_s),
         check,
+        PostgresKeyStore.on_pool(pool, timeout_s=timeout_s),
     )
 
 
@@ -144,30 +188,80 @@ def model_readiness(scorer: AsyncScorer, timeout_s: float = PROBE_TIMEOUT_S) -> 
     return check
 
 
+def model_pin(settings: Settings) -> str | None:
+    """The pin the model must match; raise ModelUnavailable when production (DATABASE_URL
+    set) has none and FRAUDSCORE_ALLOW_UNPINNED_MODEL is not on."""
+    return required_pin(
+        settings.model_sha256,
+        production=bool(settings.database_url),
+        allow_unpinned=settings.allow_unpinned_model == "on",
+    )
+
+
+async def _load_scorer(settings: Settings) -> Scorer:
+    pin = model_pin(settings)
+    if pin is None:
+        log.warning("the model is not pinned (FRAUDSCORE_MODEL_SHA256 is not set)")
+    return await asyncio.to_thread(XGBScorer.load, settings.artifact_dir, pin=pin)
+
+
+async def _stores(settings: Settings, stack: AsyncExitStack) -> Stores:
+    if settings.database_url:
+        return await _postgres_stores(settings, settings.database_url, stack)
+    return await asyncio.to_thread(_memory_stores, settings)
+
+
 @asynccontextmanager
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Load the model, open the stores, yield the wired services; close all on exit."""
+async def _fresh_gate(settings: Settings, keys: KeyStore) -> AsyncIterator[Gate]:
+    """The gate, its keys read once now and again every ``keys_refresh_s`` until exit."""
+    gate = Gate(
+        rate=settings.rate_limit_rps,
+        burst=settings.rate_limit_burst,
+        max_stale_s=KEYS_MAX_STALE_REFRESHES * settings.keys_refresh_s,
+    )
+    await refresh(gate, keys)
+    active = gate.active()
+    if active == 0:
+        log.warning("no active API key: every predict request gets 401 until one is created")
+    else:
+        log.info("API keys: %d active, re-read every %s s", active, settings.keys_refresh_s)
+    task = asyncio.create_task(keep_fresh(gate, keys, settings.keys_refresh_s))
+    try:
+        yield gate
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await refresh(gate, keys)  # the last-use times of the final seconds
+
+
+@asynccontextmanager
+async def runtime(settings: Settings, parts: Parts | None = None) -> AsyncIterator[Runtime]:
+    """Load the model, open the stores, start the gate, yield the wired services; close all on
+    exit. ``parts`` replaces any of the model, stores and key store."""
+    parts = parts or Parts()
     async with AsyncExitStack() as stack:
-        scorer = await asyncio.to_thread(XGBScorer.load, settings.artifact_dir)
+        scorer = parts.scorer or await _load_scorer(settings)
         threaded = ThreadScorer(scorer, timeout_s=settings.request_timeout_s)
         stack.callback(threaded.close)
-        if settings.database_url:
-            stores = await _postgres_stores(settings, settings.database_url, stack)
-        else:
-            stores = await asyncio.to_thread(_memory_stores, settings)
-
+        stores = parts.stores or await _stores(settings, stack)
+        keys = parts.keys or stores.keys or FileKeyStore(settings.keys_path)
+        gate = await stack.enter_async_context(_fresh_gate(settings, keys))
         model_check = model_readiness(threaded)
 
         async def checks() -> dict[str, str]:
-            return {"model": await model_check(), "store": await stores.check()}
+            return {
+                "model": await model_check(),
+                "store": await stores.check(),
+                "keys": gate.freshness(),
+            }
 
         yield Runtime(
             service=ScoringService(features=stores.features, sink=stores.sink, scorer=scorer),
             async_service=AsyncScoringService(
                 features=stores.async_features, sink=stores.async_sink, scorer=threaded
             ),
+            gate=gate,
             checks=checks,
-            info={"model_version": scorer.model_version},
             liveness=lambda: _model_liveness(threaded),
         )
 
@@ -177,10 +271,10 @@ def _model_liveness(threaded: ThreadScorer) -> list[str]:
     return [f"model: a call is {stuck:.1f} s past its timeout"] if stuck > 0 else []
 
 
-def build_app(settings: Settings) -> Litestar | FastPredictRoutes:
-    """The HTTP app for ``settings``."""
+def build_app(settings: Settings, parts: Parts | None = None) -> Litestar | FastPredictRoutes:
+    """The HTTP app for ``settings``, with ``parts`` wired in place of those it names."""
     return create_app(
-        lambda: runtime(settings),
+        lambda: runtime(settings, parts),
         retry_after_s=settings.retry_after_s,
         batching=Batching(
             max_batch=settings.max_batch,

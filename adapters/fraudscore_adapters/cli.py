@@ -1,7 +1,8 @@
 """Command line of the composition root: ``python -m fraudscore_adapters COMMAND``.
 
 Commands: ``data`` (make sure a dataset exists), ``train``, ``migrate``, ``rollback``,
-``load-features``. Settings come from the environment and ``.env`` once, here.
+``load-features``, ``keys`` (create, list, revoke API keys), ``model-pin``, ``serve``, ``run``.
+Settings come from the environment and ``.env`` once, here.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-
-import psycopg
+from datetime import UTC, datetime
 
 from fraudscore import FraudscoreError
-from fraudscore_adapters.baf import DatasetError, load_features
-from fraudscore_adapters.bulkload import copy_features
+from fraudscore_adapters.access import SCOPES, ApiKey, FileKeyStore, KeyStore, mint
+from fraudscore_adapters.access.keys import KeyProblem, check_id
 from fraudscore_adapters.dataset import dataset_path, log, progress_printer
-from fraudscore_adapters.migrate import apply_migrations, rollback_migrations
-from fraudscore_adapters.postgres import pooled_endpoint, store_errors
 from fraudscore_adapters.settings import Settings, SettingsError
+
+# Heavier modules (polars, scipy, psycopg, yoyo, the web stack, the model) are imported by the
+# commands that use them: `keys` and `model-pin` start in well under a second, not ~8 s.
 
 __all__ = ["main"]
 
@@ -53,6 +54,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _warn_if_pooled(url: str) -> None:
+    from fraudscore_adapters.postgres import pooled_endpoint  # noqa: PLC0415
+
     if pooled_endpoint(url):
         log(
             "warning: migrating through a pooler endpoint (-pooler): the advisory lock that "
@@ -63,6 +66,8 @@ def _warn_if_pooled(url: str) -> None:
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> None:
     """Apply pending migrations."""
+    from fraudscore_adapters.migrate import apply_migrations  # noqa: PLC0415
+
     url = _database_url(settings, migrations=True)
     _warn_if_pooled(url)
     applied = apply_migrations(url, settings.migrations_dir)
@@ -71,6 +76,8 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> None:
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> None:
     """Roll back the newest migration(s)."""
+    from fraudscore_adapters.migrate import rollback_migrations  # noqa: PLC0415
+
     url = _database_url(settings, migrations=True)
     _warn_if_pooled(url)
     undone = rollback_migrations(url, settings.migrations_dir, count=args.count)
@@ -79,13 +86,23 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_load_features(settings: Settings, args: argparse.Namespace) -> None:
     """COPY the cleaned features of the dataset into feature_store, as a new version."""
+    import psycopg  # noqa: PLC0415
+
+    from fraudscore_adapters.baf import load_features  # noqa: PLC0415
+    from fraudscore_adapters.bulkload import copy_features  # noqa: PLC0415
+    from fraudscore_adapters.postgres import store_errors  # noqa: PLC0415
+
     path = dataset_path(settings)
     log(f"reading and validating {path}")
     frame, report = load_features(path, drop_invalid=args.drop_invalid)
     if report.dropped:
         log(f"dropped {report.dropped:,} invalid rows: " + "; ".join(map(str, report.problems)))
     started = time.perf_counter()
-    with store_errors("connecting"), psycopg.connect(_database_url(settings)) as conn:
+    # as the owner: the application role may not write feature_store (migration 0004)
+    with (
+        store_errors("connecting"),
+        psycopg.connect(_database_url(settings, migrations=True)) as conn,
+    ):
         copy_features(
             conn, frame, batch_rows=settings.load_batch_rows, progress=progress_printer("loaded")
         )
@@ -94,14 +111,75 @@ def cmd_load_features(settings: Settings, args: argparse.Namespace) -> None:
     log(f"loaded {frame.height:,} applications in {seconds:.1f}s ({rate:,.0f} rows/s)")
 
 
+def _keys(settings: Settings) -> KeyStore:
+    """Where keys are managed: the database, as the migration owner (the application role
+    may not add or revoke keys), or the local file of the embedded default."""
+    url = settings.migrations_url
+    if url:
+        from fraudscore_adapters.postgres.keys import PostgresKeyStore  # noqa: PLC0415
+
+        return PostgresKeyStore.connecting(url, connect_timeout_s=settings.connect_timeout_s)
+    return FileKeyStore(settings.keys_path)
+
+
+def _where(settings: Settings) -> str:
+    return "the database" if settings.migrations_url else str(settings.keys_path)
+
+
+def _create_key(settings: Settings, name: str, scopes: Sequence[str]) -> tuple[ApiKey, str]:
+    store = _keys(settings)
+    record, key = mint(name, scopes, taken=(k.id for k in store.all()))
+    store.add(record)
+    log(f"created API key {record.id} ({record.name!r}, scopes {','.join(record.scopes)}) in"
+        f" {_where(settings)}; it is shown once, below: keep it secret")  # fmt: skip
+    return record, key
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
+    """Create, list or revoke API keys (in the database with DATABASE_URL, else data/)."""
+    if args.action == "create":
+        _, key = _create_key(settings, args.name, args.scope or ["predict"])
+        print(key)  # alone on stdout, so `KEY=$(... keys create --name me)` captures it
+    elif args.action == "list":
+        keys = _keys(settings).all()
+        print(f"{'id':12}  {'name':20}  {'scopes':14}  {'created':16}  {'last used':16}  revoked")
+        for k in keys:
+            print(f"{k.id:12}  {k.name[:20]:20}  {','.join(k.scopes):14}  {_when(k.created_at):16}"
+                  f"  {_when(k.last_used_at):16}  {_when(k.revoked_at)}")  # fmt: skip
+        log(f"{sum(k.active for k in keys)} active, {len(keys)} in all, in {_where(settings)}")
+    else:
+        key_id = check_id(args.id)
+        revoked = _keys(settings).revoke(key_id, datetime.now(UTC))
+        if revoked is None:
+            raise SettingsError(f"no API key {key_id} in {_where(settings)} (see `keys list`)")
+        when, every = _when(revoked.revoked_at), settings.keys_refresh_s
+        log(f"revoked API key {key_id} ({revoked.name!r}) at {when}; servers stop taking it"
+            f" within FRAUDSCORE_KEYS_REFRESH_S ({every} s)")  # fmt: skip
+
+
+def _when(at: datetime | None) -> str:
+    return "-" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_model_pin(settings: Settings, _: argparse.Namespace) -> None:
+    """Print the SHA-256 to pin the current model with (FRAUDSCORE_MODEL_SHA256)."""
+    from fraudscore_adapters.xgb.artifacts import manifest_sha256, read_verified  # noqa: PLC0415
+
+    read_verified(settings.artifact_dir)
+    print(manifest_sha256(settings.artifact_dir))
+
+
 APP_FACTORY = "fraudscore_adapters.bootstrap:app_from_env"
 
 
 def _check_servable(settings: Settings) -> None:
-    """Fail before any worker starts if the model or the embedded dataset is missing."""
+    """Fail before any worker starts if the model (or its pin) or the embedded dataset is
+    missing or wrong."""
+    from fraudscore_adapters.bootstrap import model_pin  # noqa: PLC0415
     from fraudscore_adapters.xgb.artifacts import read_verified  # noqa: PLC0415
 
-    read_verified(settings.artifact_dir)  # raises ModelUnavailable saying what is wrong
+    # raises ModelUnavailable saying what is wrong
+    read_verified(settings.artifact_dir, pin=model_pin(settings))
     if not settings.database_url and not dataset_path(settings, create=False).is_file():
         raise FileNotFoundError("no dataset for the in-memory store: run `make data` first")
 
@@ -168,15 +246,31 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
         cmd_train(settings, args)
     base = f"http://{settings.host}:{settings.port}"
     log(f"dataset: {path} (user ids are row numbers)")
+    key = _local_key(settings)
     log("try, once the server is up:")
+    auth = f'-H "Authorization: Bearer {key}"'
     for user_id in (0, 1, 42):
-        log(f"  curl -s -X POST {base}/predict/sync/{user_id}")
-    log(f"  curl -s -X POST {base}/predict/async/42")
+        log(f"  curl -s {auth} -X POST {base}/predict/sync/{user_id}")
+    log(f"  curl -s {auth} -X POST {base}/predict/async/42")
     log(f"  curl -s {base}/readyz        # and the API docs: {base}/schema/swagger")
     # Serve from a fresh process image: the server forks its workers, and a fork of a process
     # whose polars/OpenMP thread pools have run (generating data, training) can deadlock in
     # the child. Measured: the worker hung at startup on every fresh-clone `make run`.
     os.execv(sys.executable, [sys.executable, "-m", "fraudscore_adapters", "serve"])
+
+
+def _local_key(settings: Settings) -> str:
+    """The embedded default's key for the curl lines: a new one if no active key can predict
+    (shown now, once), else a placeholder (keys are stored hashed: not shown again)."""
+    if settings.database_url:
+        return "$FRAUDSCORE_KEY"  # production keys are made on purpose: `keys create`
+    usable = [k for k in _keys(settings).all() if k.active and "predict" in k.scopes]
+    if usable:
+        log(f"API keys in {settings.keys_path}: {', '.join(k.id for k in usable)} (shown only"
+            " when created; `make key NAME=me` makes another)")  # fmt: skip
+        return "$FRAUDSCORE_KEY"
+    _, key = _create_key(settings, "local", ["predict"])
+    return key
 
 
 COMMANDS = {
@@ -185,6 +279,8 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "rollback": cmd_rollback,
     "load-features": cmd_load_features,
+    "keys": cmd_keys,
+    "model-pin": cmd_model_pin,
     "serve": cmd_serve,
     "run": cmd_run,
 }
@@ -199,6 +295,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["run"].add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     sub.choices["rollback"].add_argument("--count", type=int, default=1, help="how many")
     sub.choices["load-features"].add_argument("--drop-invalid", action="store_true")
+    keys = sub.choices["keys"].add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="mint a key; it is printed once, on stdout")
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    create.add_argument(
+        "--scope", action="append", choices=SCOPES, help="repeatable; default: predict"
+    )
+    keys.add_parser("list", help="every key: id, name, scopes, created, last used, revoked")
+    keys.add_parser("revoke", help="revoke a key by id").add_argument("id")
     return parser
 
 
@@ -208,7 +312,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(os.environ)
         COMMANDS[args.command](settings, args)
-    except (FraudscoreError, DatasetError, SettingsError, FileNotFoundError) as exc:
+    except (FraudscoreError, SettingsError, KeyProblem, FileNotFoundError) as exc:
+        log(f"error: {exc}")
+        return 2
+    except Exception as exc:
+        from fraudscore_adapters.baf import DatasetError  # noqa: PLC0415
+
+        if not isinstance(exc, DatasetError):
+            raise
         log(f"error: {exc}")
         return 2
     return 0

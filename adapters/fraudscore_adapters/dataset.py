@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fraudscore_adapters.baf import find_real_dataset
-from fraudscore_adapters.baf.synthetic import SYNTHETIC_FILE_STEM, generate
 from fraudscore_adapters.settings import Settings
 
 __all__ = ["dataset_path", "log", "progress_printer"]
@@ -37,6 +35,11 @@ def dataset_path(settings: Settings, *, create: bool = True) -> Path:
     """The dataset to use: explicit, else real BAF in data/raw, else the synthetic set."""
     if settings.data_file is not None:
         return settings.data_file
+    # here, not at the top: polars and scipy take seconds to import, and commands that need
+    # no dataset (`keys`, `model-pin`) import this module for `log`
+    from fraudscore_adapters.baf import find_real_dataset  # noqa: PLC0415
+    from fraudscore_adapters.baf.synthetic import SYNTHETIC_FILE_STEM, generate  # noqa: PLC0415
+
     real = find_real_dataset(settings.raw_dir)
     if real is not None:
         return real

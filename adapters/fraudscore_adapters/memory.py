@@ -24,11 +24,13 @@ import polars as pl
 from fraudscore import (
     FEATURES,
     Application,
+    FraudscoreError,
     Kind,
     Prediction,
     UnknownUser,
     Value,
 )
+from fraudscore.ports import FeatureRepository, PredictionSink, Recorded
 
 __all__ = [
     "AsyncMemoryFeatureStore",
@@ -179,7 +181,7 @@ class MemoryFeatureStore:
             self._segments = tuple(segments)
 
 
-_Record = tuple[int, int, float, bool, float, str, str, datetime]
+_Record = tuple[int, int, float, bool, float, str, str, datetime, str | None]
 """A kept prediction as plain values (the id as its 128-bit int)."""
 
 
@@ -202,7 +204,7 @@ class MemoryPredictionSink:
         """Keep ``predictions``."""
         rows = [
             (p.prediction_id.int, p.user_id, p.probability, p.is_fraud, p.threshold,
-             p.model_version, p.route, p.created_at)
+             p.model_version, p.route, p.created_at, p.caller)
             for p in predictions
         ]  # fmt: skip
         with self._lock:
@@ -218,22 +220,24 @@ class MemoryPredictionSink:
 
 
 class AsyncMemoryFeatureStore:
-    """The async face of a :class:`MemoryFeatureStore` (lookups never block)."""
+    """The async face of a feature repository that never blocks (a :class:`MemoryFeatureStore`,
+    or a test's fake): its calls run on the loop."""
 
-    def __init__(self, store: MemoryFeatureStore) -> None:
+    def __init__(self, store: FeatureRepository) -> None:
         self._store = store
 
-    async def latest_many(self, user_ids: Sequence[int]) -> list[Application | UnknownUser]:
+    async def latest_many(self, user_ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
         """The newest application of each user, in order; UnknownUser for the ones it lacks."""
         return self._store.latest_many(user_ids)
 
 
 class AsyncMemoryPredictionSink:
-    """The async face of a :class:`MemoryPredictionSink`."""
+    """The async face of a prediction sink that never blocks (a :class:`MemoryPredictionSink`,
+    or a test's fake)."""
 
-    def __init__(self, sink: MemoryPredictionSink) -> None:
+    def __init__(self, sink: PredictionSink) -> None:
         self._sink = sink
 
-    async def record_many(self, predictions: Sequence[Prediction]) -> None:
+    async def record_many(self, predictions: Sequence[Prediction]) -> Recorded:
         """Keep ``predictions``."""
-        self._sink.record_many(predictions)
+        return self._sink.record_many(predictions)

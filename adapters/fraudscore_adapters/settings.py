@@ -30,6 +30,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fast_path": ("on", "off"),
     "split": ("random", "temporal"),
     "server": ("granian", "uvicorn"),
+    "allow_unpinned_model": ("on", "off"),
 }
 _AT_LEAST_ONE = (
     "workers",
@@ -38,8 +39,9 @@ _AT_LEAST_ONE = (
     "pool_max_size",
     "memory_predictions",
     "max_queue",
+    "rate_limit_burst",
 )
-_POSITIVE = ("request_timeout_s", "pool_timeout_s")
+_POSITIVE = ("request_timeout_s", "pool_timeout_s", "keys_refresh_s", "rate_limit_rps")
 
 
 class SettingsError(ValueError):
@@ -128,6 +130,23 @@ class Settings:
     ~0.1 s."""
     memory_predictions: int = 100_000
     """Without DATABASE_URL: how many of the newest predictions the memory sink keeps."""
+    keys_file: Path | None = None
+    """Without DATABASE_URL: the API keys file (hashes only); default ``data/api_keys.json``.
+    With DATABASE_URL the keys live in the ``api_keys`` table."""
+    keys_refresh_s: float = 2.0
+    """How often each worker re-reads the API keys: a new or revoked key takes effect within
+    this (plus one request timeout when the store is slow)."""
+    rate_limit_rps: float = 1000.0
+    """Requests per second each API key may make to the predict routes, per worker process
+    (a token bucket refilled at this rate)."""
+    rate_limit_burst: int = 2000
+    """The bucket's size: how many requests a key may make at once after a quiet spell."""
+    model_sha256: str | None = field(default=None, repr=False)
+    """The pinned model: SHA-256 of the artifact folder's ``manifest.json`` (which holds every
+    artifact's SHA-256). Set, a model that does not match is refused before unpickling."""
+    allow_unpinned_model: str = "off"
+    """``on`` lets a server with DATABASE_URL set start without FRAUDSCORE_MODEL_SHA256
+    (production refuses to by default); the embedded default never requires a pin."""
 
     @property
     def raw_dir(self) -> Path:
@@ -138,6 +157,11 @@ class Settings:
     def synthetic_dir(self) -> Path:
         """Where the generated stand-in is written."""
         return self.data_dir / "synthetic"
+
+    @property
+    def keys_path(self) -> Path:
+        """The API keys file of the embedded default."""
+        return self.keys_file or self.data_dir / "api_keys.json"
 
     @property
     def migrations_url(self) -> str | None:

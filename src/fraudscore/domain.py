@@ -121,3 +121,6 @@ class Prediction:
     model_version: str
     route: str
     created_at: datetime
+    caller: str | None = None
+    """Who asked: the API key id on the HTTP routes (the audit trail); None for a library
+    call that names no one."""

@@ -50,12 +50,29 @@ class _Batch:
     outcome only once recorded.
     """
 
-    __slots__ = ("_clock", "_flight", "_ids", "_new_id", "_outcomes", "_predictions", "_route")
+    __slots__ = (
+        "_callers",
+        "_clock",
+        "_flight",
+        "_ids",
+        "_new_id",
+        "_outcomes",
+        "_predictions",
+        "_route",
+    )
 
     def __init__(
-        self, user_ids: Sequence[int | str], route: str, clock: Clock, new_id: IdFactory
+        self,
+        user_ids: Sequence[int | str],
+        route: str,
+        clock: Clock,
+        new_id: IdFactory,
+        callers: Sequence[str | None] | None,
     ) -> None:
+        if callers is not None and len(callers) != len(user_ids):
+            raise ValueError(f"{len(callers)} callers for {len(user_ids)} user ids")
         self._route = route
+        self._callers = callers
         self._clock = clock
         self._new_id = new_id
         self._outcomes: list[Outcome | None] = [None] * len(user_ids)
@@ -109,6 +126,7 @@ class _Batch:
                     model_version=scores.model_version,
                     route=self._route,
                     created_at=now,
+                    caller=None if self._callers is None else self._callers[i],
                 )
             )
         self._flight = flight
@@ -172,22 +190,29 @@ class _Wired(Generic[F, S, M]):
 class ScoringService(_Wired[FeatureRepository, PredictionSink, Scorer]):
     """The use case with blocking ports (library callers, the sync route's worker threads)."""
 
-    def predict(self, user_id: int | str, *, route: str = "library") -> Prediction:
+    def predict(
+        self, user_id: int | str, *, route: str = "library", caller: str | None = None
+    ) -> Prediction:
         """Score the newest application of ``user_id``, record the prediction, return it.
 
         Raises InvalidUserId, UnknownUser, InvalidFeatures, StoreUnavailable, ModelUnavailable.
         Nothing is recorded unless scoring succeeded; nothing is returned unless it was recorded.
         """
-        return _one(self.predict_many((user_id,), route=route))
+        return _one(self.predict_many((user_id,), route=route, callers=(caller,)))
 
     def predict_many(
-        self, user_ids: Sequence[int | str], *, route: str = "library"
+        self,
+        user_ids: Sequence[int | str],
+        *,
+        route: str = "library",
+        callers: Sequence[str | None] | None = None,
     ) -> list[Outcome]:
         """:meth:`predict` for many users at once: one read, one model call, one write.
 
         One outcome per user, in order: the recorded prediction, or the error that stopped it.
+        ``callers``, one per user, says who asked for each (recorded with its prediction).
         """
-        batch = _Batch(user_ids, route, self._clock, self._new_id)
+        batch = _Batch(user_ids, route, self._clock, self._new_id, callers)
         try:
             ids = batch.ids()
             if ids and (applications := batch.found(self._features.latest_many(ids))):
@@ -202,15 +227,21 @@ class ScoringService(_Wired[FeatureRepository, PredictionSink, Scorer]):
 class AsyncScoringService(_Wired[AsyncFeatureRepository, AsyncPredictionSink, AsyncScorer]):
     """The use case with async ports, for callers on an event loop."""
 
-    async def predict(self, user_id: int | str, *, route: str = "library") -> Prediction:
+    async def predict(
+        self, user_id: int | str, *, route: str = "library", caller: str | None = None
+    ) -> Prediction:
         """Async face of :meth:`ScoringService.predict`, with the same contract."""
-        return _one(await self.predict_many((user_id,), route=route))
+        return _one(await self.predict_many((user_id,), route=route, callers=(caller,)))
 
     async def predict_many(
-        self, user_ids: Sequence[int | str], *, route: str = "library"
+        self,
+        user_ids: Sequence[int | str],
+        *,
+        route: str = "library",
+        callers: Sequence[str | None] | None = None,
     ) -> list[Outcome]:
         """Async face of :meth:`ScoringService.predict_many`, with the same contract."""
-        batch = _Batch(user_ids, route, self._clock, self._new_id)
+        batch = _Batch(user_ids, route, self._clock, self._new_id, callers)
         try:
             ids = batch.ids()
             if ids and (applications := batch.found(await self._features.latest_many(ids))):

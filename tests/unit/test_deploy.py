@@ -2,20 +2,23 @@
 
 The linters (hadolint, check-jsonschema with its vendored Compose Specification, actionlint)
 come from the locked dev dependencies, next to this interpreter; none needs the network. The
-other checks read Containerfile, compose.yaml, .env.example and the workflow as text, so a
-setting renamed in Settings, or a uv or Python version bumped in one place only, fails here
-rather than in a container build.
+other checks read Containerfile, compose.yaml, .env.example, the workflow, the db init script
+and docs/deploy.md as text, so a setting renamed in Settings, a uv or Python version bumped in
+one place only, or the API handed the owner's URL, fails here rather than in a container build.
+(The database side of the roles is tests/integration/test_roles.py.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML, locked via the dev dependencies
@@ -29,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONTAINERFILE = ROOT / "Containerfile"
 COMPOSE = ROOT / "compose.yaml"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+ROLES_SCRIPT = ROOT / "deploy" / "postgres-init" / "10-roles.sh"
 WORKFLOW = ROOT / ".github" / "workflows" / "test.yml"
 APP_IMAGE = "fraudscore:local"
 
@@ -190,6 +195,11 @@ def test_compose_passes_only_settings_the_app_reads() -> None:
         assert not unknown, f"{name} passes {unknown}, which Settings does not read"
 
 
+COMPOSE_OVERRIDES = {"FRAUDSCORE_ALLOW_UNPINNED_MODEL": "on"}
+"""Settings compose defaults differently on purpose, each explained in compose.yaml: the local
+stack's model is trained into the image while building, so no pin exists before the build."""
+
+
 def test_compose_defaults_are_the_settings_defaults() -> None:
     environment = app_services()["web"]["environment"]
     checked = 0
@@ -197,11 +207,85 @@ def test_compose_defaults_are_the_settings_defaults() -> None:
         match = re.fullmatch(rf"\$\{{{key}:-([^}}]*)\}}", str(value))
         if key.startswith(ENV_PREFIX):
             assert match, f"{key}: expected ${{{key}:-default}}, got {value!r}"
-            parsed = Settings.from_env({key: match.group(1)}, dotenv=None)
-            assert getattr(parsed, key.removeprefix(ENV_PREFIX).lower()) == default_of(key), key
+            default = match.group(1)
             checked += 1
+            if key in COMPOSE_OVERRIDES:
+                assert default == COMPOSE_OVERRIDES[key], key
+                before = COMPOSE.read_text().split(f"\n  {key}: ")[0]
+                assert key in before, f"{key}: a comment above it should say why"
+                continue
+            if default == "" and default_of(key) is None:
+                continue  # `${NAME:-}` passes an empty value, which the app reads as unset
+            parsed = Settings.from_env({key: default}, dotenv=None)
+            assert getattr(parsed, key.removeprefix(ENV_PREFIX).lower()) == default_of(key), key
     assert checked >= 10
     assert "@db:5432/" in environment["DATABASE_URL"]
+
+
+def compose_default(value: str) -> str:
+    """``value`` with every ``${NAME:-default}`` replaced by its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+def url_user(url: str) -> str:
+    """The user of a ``postgresql://`` URL (compose defaults filled in)."""
+    return urlsplit(compose_default(url)).username or ""
+
+
+def test_compose_gives_the_api_only_the_app_role_and_the_jobs_the_owner() -> None:
+    services = app_services()
+    web = services["web"]["environment"]
+    assert url_user(web["DATABASE_URL"]) == "fraudscore_web"
+    assert "MIGRATIONS_DATABASE_URL" not in web
+    assert "DB_OWNER_PASSWORD" not in str(web)
+    for job in ("migrate", "load-features"):
+        environment = services[job]["environment"]
+        for name in ("DATABASE_URL", "MIGRATIONS_DATABASE_URL"):
+            assert url_user(environment[name]) == "fraudscore_owner", (job, name)
+    # Everything else the jobs and the API get is the same.
+    shared = {k: v for k, v in web.items() if k != "DATABASE_URL"}
+    for job in ("migrate", "load-features"):
+        environment = services[job]["environment"]
+        assert {k: v for k, v in environment.items() if not k.endswith("DATABASE_URL")} == shared
+
+
+def test_the_db_service_creates_both_roles_at_its_first_start() -> None:
+    db = compose()["services"]["db"]
+    assert "./deploy/postgres-init:/docker-entrypoint-initdb.d:ro" in db["volumes"]
+    script = ROLES_SCRIPT.read_text()
+    for role in ("fraudscore_app", "fraudscore_owner", "fraudscore_web"):
+        assert f"CREATE ROLE {role}" in script, role
+    assert "CREATE ROLE fraudscore_app NOLOGIN" in script
+    assert "GRANT fraudscore_app TO fraudscore_web" in script
+    assert "OWNER TO fraudscore_owner" in script
+    # The passwords the script reads reach the db service, with the defaults the URLs use.
+    services = app_services()
+    urls = {
+        "DB_OWNER_PASSWORD": services["migrate"]["environment"]["DATABASE_URL"],
+        "DB_APP_PASSWORD": services["web"]["environment"]["DATABASE_URL"],
+    }
+    for variable, url in urls.items():
+        assert f"${variable}" in script or f"${{{variable}" in script, variable
+        passed = re.fullmatch(rf"\$\{{{variable}:-([^}}]*)\}}", db["environment"][variable])
+        assert passed, variable
+        assert f":${{{variable}:-{passed.group(1)}}}@db:5432/" in url, variable
+    bash = shutil.which("bash")
+    if bash:
+        done = subprocess.run([bash, "-n", str(ROLES_SCRIPT)], capture_output=True, check=False)
+        assert done.returncode == 0, done.stderr
+
+
+# `-p HOST_PORT:PORT` with no address publishes the port on every interface of the host.
+PUBLISH = re.compile(r"(?:-p|--publish)[ =]((?:[0-9.]+:)?\d+:\d+)")
+
+
+def test_no_example_publishes_a_port_on_every_interface() -> None:
+    for path in (DEPLOY_DOC, CONTAINERFILE, WORKFLOW):
+        for published in PUBLISH.findall(path.read_text()):
+            assert published.startswith("127.0.0.1:"), f"{path.name}: -p {published}"
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"compose {name}: {port}"
 
 
 # --- .env.example -------------------------------------------------------------------------------
@@ -222,7 +306,7 @@ def test_env_example_documents_every_setting_and_nothing_else() -> None:
 
 
 def test_env_example_shows_the_defaults() -> None:
-    examples = {"FRAUDSCORE_DATA_FILE"}  # an illustration, not a default
+    examples = {"FRAUDSCORE_DATA_FILE", "FRAUDSCORE_MODEL_SHA256"}  # illustrations, no defaults
     for name, value in example_values():
         if name.startswith(ENV_PREFIX) and name not in examples:
             parsed = Settings.from_env({name: value}, dotenv=None)

@@ -1,14 +1,17 @@
-"""The HTTP adapter on in-memory adapters: routes, problem details, OpenAPI, the real model."""
+"""The HTTP adapter wired by the composition root (:func:`build_app` with :class:`Parts`) on
+in-memory adapters and a tiny model: routes, API keys and rate limits on both routes and both
+serving paths, problem details, OpenAPI, readiness, the real model."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -19,43 +22,45 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from fraudscore import (
     Application,
-    AsyncScoringService,
     FraudscoreError,
     InvalidFeatures,
     ModelUnavailable,
-    Prediction,
     Scores,
-    ScoringService,
     StoreUnavailable,
 )
 from fraudscore.ports import FeatureRepository, PredictionSink, Scorer
-from fraudscore_adapters.batching import ThreadScorer
-from fraudscore_adapters.bootstrap import build_app, model_readiness
-from fraudscore_adapters.http import Batching, FastPredictRoutes, Runtime, create_app
+from fraudscore_adapters.access import ApiKey, FileKeyStore, KeyStore, MemoryKeyStore, mint
+from fraudscore_adapters.bootstrap import (
+    KEYS_MAX_STALE_REFRESHES,
+    Parts,
+    Stores,
+    build_app,
+    model_readiness,
+)
+from fraudscore_adapters.http import FastPredictRoutes
 from fraudscore_adapters.memory import MemoryFeatureStore, MemoryPredictionSink
 from fraudscore_adapters.settings import Settings
-from tests.support import BrokenScorer, DownSink, RuleScorer, application, raw
+from fraudscore_adapters.xgb import XGBScorer
+from tests.support import BrokenScorer, DownSink, FlakyKeyStore, RuleScorer, application, raw
 
 pytestmark = pytest.mark.unit
 
-Client = TestClient[Litestar | FastPredictRoutes]
+App = Litestar | FastPredictRoutes
+Client = TestClient[App]
+T = TypeVar("T")
 
-
-class AsyncFaces:
-    """The async faces of any blocking repository and sink (for faults on both routes)."""
-
-    def __init__(self, features: FeatureRepository, sink: PredictionSink) -> None:
-        self.features, self.sink = features, sink
-
-    async def latest_many(self, user_ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
-        return self.features.latest_many(user_ids)
-
-    async def record_many(self, predictions: Sequence[Prediction]) -> None:
-        self.sink.record_many(predictions)
+CHALLENGE = 'Bearer realm="fraudscore"'
+INSUFFICIENT_SCOPE = 'Bearer realm="fraudscore", error="insufficient_scope", scope="predict"'
+REFRESH_S = 0.05
+"""The key refresh interval of the tests that change keys while the app runs."""
+WITHIN_S = 1.0
+"""How long those tests wait for a change to take effect: the bound is one refresh interval
+plus one key store call (microseconds in memory); the rest is slack for a loaded machine."""
 
 
 class World:
-    """The in-memory adapters behind a test app, for the tests to look at."""
+    """The parts a test app is wired from (passed to the composition root through
+    :class:`Parts`), for the tests to change before building the app and to look at after."""
 
     def __init__(self) -> None:
         self.store = MemoryFeatureStore()
@@ -65,26 +70,36 @@ class World:
         self.features: FeatureRepository = self.store
         self.sink_port: PredictionSink = self.sink
         self.scorer: Scorer = RuleScorer()
-        self.ready = {"model": "ok", "store": "ok"}
+        self.store_check = "ok"
+        """What the store's readiness probe answers."""
+        self.memory_keys = MemoryKeyStore()
+        self.keys: KeyStore = self.memory_keys
+        self.record, self.key = self.mint("tests", "predict")
 
-    @asynccontextmanager
-    async def runtime(self) -> AsyncIterator[Runtime]:
-        scorer = ThreadScorer(self.scorer)
-        faces = AsyncFaces(self.features, self.sink_port)
+    def mint(self, name: str, *scopes: str) -> tuple[ApiKey, str]:
+        """A new key, stored: its record and the key itself."""
+        record, key = mint(name, scopes)
+        self.memory_keys.add(record)
+        return record, key
 
-        async def checks() -> dict[str, str]:
-            return self.ready
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers of a request with the valid ``predict`` key."""
+        return bearer(self.key)
 
-        try:
-            yield Runtime(
-                service=ScoringService(
-                    features=self.features, sink=self.sink_port, scorer=self.scorer
-                ),
-                async_service=AsyncScoringService(features=faces, sink=faces, scorer=scorer),
-                checks=checks,
-            )
-        finally:
-            scorer.close()
+    async def check(self) -> str:
+        return self.store_check
+
+    def app(self, **settings: Any) -> App:
+        """The app the composition root builds from these parts; ``settings`` override the
+        tests' defaults (``Retry-After: 7``)."""
+        stores = Stores.in_memory(self.features, self.sink_port, check=self.check)
+        parts = Parts(scorer=self.scorer, stores=stores, keys=self.keys)
+        return build_app(Settings(**{"retry_after_s": 7, **settings}), parts)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -94,8 +109,28 @@ def world() -> World:
 
 @pytest.fixture
 def client(world: World) -> Iterator[Client]:
-    with TestClient(create_app(world.runtime, retry_after_s=7)) as client:
+    """A client of the default app whose every request carries the valid key."""
+    with TestClient(world.app()) as client:
+        client.headers.update(world.auth)
         yield client
+
+
+def ready(client: TestClient[Any]) -> None:
+    """Wait until ``client``'s app is ready. Tests with a tiny key refresh interval do first:
+    the lifespan's ``gc.collect()`` blocks the loop for up to a few tenths of a second after
+    the keys were first read, longer than such an interval's staleness bound."""
+    answer = poll(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
+    assert answer.status_code == 200, answer.text
+
+
+def poll(call: Callable[[], T], done: Callable[[T], bool], within_s: float = WITHIN_S) -> T:
+    """``call()`` until ``done`` says so, or ``within_s`` has passed; the last answer."""
+    deadline = time.monotonic() + within_s
+    while True:
+        got = call()
+        if done(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("route", ["sync", "async"])
@@ -112,6 +147,7 @@ def test_predict_answers_and_records(client: Client, world: World, route: str) -
     assert len(recorded) == 1
     assert str(recorded[0].prediction_id) == body["prediction_id"]
     assert recorded[0].route == route
+    assert recorded[0].caller == world.record.id
 
 
 def test_both_routes_return_the_same_body_but_id_and_time(client: Client) -> None:
@@ -169,10 +205,21 @@ class Exploding:
         raise KeyError("secret internals")
 
 
+class Counting:
+    """A store counting the users looked up."""
+
+    def __init__(self, store: FeatureRepository) -> None:
+        self.store, self.looked_up = store, 0
+
+    def latest_many(self, user_ids: Sequence[int]) -> Sequence[Application | FraudscoreError]:
+        self.looked_up += len(user_ids)
+        return self.store.latest_many(user_ids)
+
+
 def test_stored_features_that_fail_validation_name_the_field(world: World) -> None:
     world.features = Corrupt()
-    with TestClient(create_app(world.runtime)) as client:
-        response = client.post("/predict/sync/1")
+    with TestClient(world.app()) as client:
+        response = client.post("/predict/sync/1", headers=world.auth)
     assert response.status_code == 422
     body = response.json()
     assert body["problems"] == [
@@ -182,8 +229,8 @@ def test_stored_features_that_fail_validation_name_the_field(world: World) -> No
 
 def test_an_unavailable_store_is_503_with_retry_after(world: World) -> None:
     world.sink_port = DownSink()
-    with TestClient(create_app(world.runtime, retry_after_s=7)) as client:
-        response = client.post("/predict/sync/1")
+    with TestClient(world.app()) as client:
+        response = client.post("/predict/sync/1", headers=world.auth)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
     assert response.json()["type"] == "/problems/store-unavailable"
@@ -192,8 +239,8 @@ def test_an_unavailable_store_is_503_with_retry_after(world: World) -> None:
 
 def test_unexpected_errors_are_a_plain_500_without_a_traceback(world: World) -> None:
     world.features = Exploding()
-    with TestClient(create_app(world.runtime)) as client:
-        response = client.post("/predict/sync/1")
+    with TestClient(world.app()) as client:
+        response = client.post("/predict/sync/1", headers=world.auth)
     assert response.status_code == 500
     assert "secret internals" not in response.text
     assert "Traceback" not in response.text
@@ -214,30 +261,77 @@ def test_health_and_readiness(client: Client, world: World) -> None:
     assert client.get("/healthcheck").text == "ok"
     assert client.get("/readyz").json() == {
         "status": "ready",
-        "checks": {"model": "ok", "store": "ok"},
+        "checks": {"model": "ok", "store": "ok", "keys": "ok"},
     }
-    world.ready = {"model": "ok", "store": str(StoreUnavailable("timeout"))}
+    world.store_check = str(StoreUnavailable("timeout"))  # what the store's probe now says
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"]["store"] == "store unavailable: timeout"
+    assert response.json()["status"] == "not ready"
+    assert response.json()["checks"] == {
+        "model": "ok",
+        "store": "store unavailable: timeout",
+        "keys": "ok",
+    }
+
+
+def test_readiness_names_a_broken_model(world: World) -> None:
+    world.scorer = BrokenScorer()
+    with TestClient(world.app()) as client:
+        ready = client.get("/readyz")
+        predicted = client.post("/predict/async/1", headers=world.auth)
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {
+        "model": "model unavailable: model file is gone",
+        "store": "ok",
+        "keys": "ok",
+    }
+    assert predicted.status_code == 503
+    assert predicted.json()["type"] == "/problems/model-unavailable"
+
+
+def test_health_readiness_and_the_schema_need_no_key(world: World) -> None:
+    with TestClient(world.app()) as client:
+        assert client.get("/healthcheck").status_code == 200
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/schema").status_code == 200
+        assert client.get("/schema/openapi.json").status_code == 200
+        assert client.post("/predict/sync/1").status_code == 401
 
 
 def test_openapi_documents_what_the_routes_do(client: Client) -> None:
     schema = client.get("/schema/openapi.json").json()
     for route in ("sync", "async"):
         operation = schema["paths"][f"/predict/{route}/{{user_id}}"]["post"]
-        assert set(operation["responses"]) >= {"200", "400", "404", "422", "503"}
-        assert "application/problem+json" in operation["responses"]["404"]["content"]
+        assert set(operation["responses"]) >= {
+            "200", "400", "401", "403", "404", "422", "429", "503",
+        }  # fmt: skip
+        for status in ("401", "403", "404", "429"):
+            assert "application/problem+json" in operation["responses"][status]["content"]
+        assert operation["security"] == [{"apiKey": []}]
     assert "get" not in schema["paths"]["/predict/sync/{user_id}"]
     assert "PredictionOut" in schema["components"]["schemas"]
+    scheme = schema["components"]["securitySchemes"]["apiKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert "security" not in schema  # no key asked for by default: health, readiness, docs
+    for path in ("/healthcheck", "/readyz"):
+        assert "security" not in schema["paths"][path]["get"]
 
 
 def test_the_composition_root_serves_the_real_model(
-    tiny_model: tuple[Path, Path],
+    tmp_path: Path, tiny_model: tuple[Path, Path]
 ) -> None:
+    """Nothing passed in: the model, the data and the keys file all from settings."""
     data, artifacts = tiny_model
-    settings = Settings(data_file=data, artifact_dir=artifacts, memory_predictions=10)
+    record, key = mint("tests", ["predict"])
+    FileKeyStore(tmp_path / "keys.json").add(record)
+    settings = Settings(
+        data_file=data,
+        artifact_dir=artifacts,
+        memory_predictions=10,
+        keys_file=tmp_path / "keys.json",
+    )
     with TestClient(build_app(settings)) as client:
+        client.headers.update(bearer(key))
         sync = client.post("/predict/sync/5").json()
         async_ = client.post("/predict/async/5").json()
         assert client.get("/readyz").status_code == 200
@@ -247,9 +341,27 @@ def test_the_composition_root_serves_the_real_model(
     assert sync["is_fraud"] == (sync["probability"] >= sync["threshold"])
 
 
-def test_a_missing_model_refuses_to_start(tmp_path: Path, tiny_model: tuple[Path, Path]) -> None:
+def test_the_seam_serves_a_tiny_real_model_on_memory_stores(
+    world: World, tiny_model: tuple[Path, Path]
+) -> None:
+    world.scorer = XGBScorer.load(tiny_model[1])
+    with TestClient(world.app()) as client:
+        client.headers.update(world.auth)
+        sync = client.post("/predict/sync/1").json()
+        async_ = client.post("/predict/async/1").json()
+        assert client.get("/readyz").status_code == 200
+    assert sync["model_version"].startswith("xgb-")
+    assert sync["probability"] == async_["probability"]
+    assert 0 < sync["probability"] < 1
+    assert [p.caller for p in world.sink.records] == [world.record.id] * 2
+
+
+def test_a_missing_model_refuses_to_start(
+    tmp_path: Path, tiny_model: tuple[Path, Path], world: World
+) -> None:
     settings = Settings(data_file=tiny_model[0], artifact_dir=tmp_path / "none")
-    with pytest.raises(BaseExceptionGroup) as caught, TestClient(build_app(settings)):
+    parts = Parts(keys=world.keys)
+    with pytest.raises(BaseExceptionGroup) as caught, TestClient(build_app(settings, parts)):
         pass
     assert caught.group_contains(ModelUnavailable, match="no manifest.json", depth=None)
 
@@ -280,6 +392,9 @@ def test_readiness_scores_a_probe_and_names_a_model_fault() -> None:
     assert slow == "model unavailable: no answer to a probe within 0.05 s"
 
 
+# --- The two serving paths: every outcome, byte for byte ---------------------------------
+
+
 class Spy:
     """An ASGI app in front of another, counting the HTTP requests that reach it."""
 
@@ -292,7 +407,10 @@ class Spy:
         await self.app(scope, receive, send)
 
 
-def comparable(response: httpx.Response) -> tuple[int, dict[str, str], object]:
+Seen = tuple[int, dict[str, str], object]
+
+
+def comparable(response: httpx.Response) -> Seen:
     """Status, headers and body, minus what differs per prediction (id, time, their length)."""
     headers = {k: v for k, v in response.headers.items() if k != "content-length"}
     body = response.json() if response.content else None
@@ -304,9 +422,11 @@ def comparable(response: httpx.Response) -> tuple[int, dict[str, str], object]:
     return response.status_code, headers, body
 
 
+Request = tuple[str, str, dict[str, Any], bool]
+"""Method, path, request options, answered by the fast path."""
+
 BIG = {"content": b"x" * 2048}
-REQUESTS: list[tuple[str, str, dict[str, Any], bool]] = [
-    # method, path, request options, answered by the fast path
+REQUESTS: list[Request] = [
     ("POST", "/predict/sync/1", {}, True),
     ("POST", "/predict/async/2", {}, True),
     ("POST", "/predict/async/%31", {}, True),
@@ -326,20 +446,29 @@ REQUESTS: list[tuple[str, str, dict[str, Any], bool]] = [
 ]
 
 
-Seen = tuple[int, dict[str, str], object]
-
-
-def exchange(world: World, fast_path: bool) -> tuple[list[Seen], list[str]]:
-    """Every request of REQUESTS through an app; the responses, and what reached Litestar."""
-    app = create_app(world.runtime, retry_after_s=7, fast_path=fast_path)
+def exchange(
+    world: World,
+    fast_path: bool,
+    requests: Sequence[Request] = REQUESTS,
+    headers: Mapping[str, str] | httpx.Headers | None = None,
+    settle: Callable[[TestClient[Any]], None] | None = None,
+    **settings: Any,
+) -> tuple[list[Seen], list[str]]:
+    """Every request of ``requests`` through an app with ``headers`` (default: the valid
+    key), once ``settle`` is done; the responses, and which requests reached Litestar."""
+    app = world.app(fast_path="on" if fast_path else "off", **settings)
     if isinstance(app, FastPredictRoutes):
         spy = Spy(app.litestar)
         app.litestar = spy  # type: ignore[assignment]  # an ASGI app in Litestar's place
         served: ASGIApp = app
     else:
         spy = served = Spy(app)
+    sent = world.auth if headers is None else headers
     with TestClient(served) as client:
-        got = [comparable(client.request(m, p, **o)) for m, p, o, _ in REQUESTS]
+        if settle is not None:
+            settle(client)
+            spy.paths.clear()
+        got = [comparable(client.request(m, p, headers=sent, **o)) for m, p, o, _ in requests]
     return got, spy.paths
 
 
@@ -360,6 +489,346 @@ def test_the_fast_path_answers_exactly_as_litestar_does(world: World, fault: str
     assert len(everything) == len(REQUESTS)
     statuses = {status for status, _, _ in fast}
     assert statuses >= ({200, 400, 404, 405, 413} if fault == "none" else {405, 413})
+    if fault == "none":
+        assert {p.caller for p in world.sink.records} == {world.record.id}
+
+
+AUTH_REQUESTS: list[Request] = [
+    ("POST", "/predict/sync/1", {}, True),
+    ("POST", "/predict/async/2", {}, True),
+    ("POST", "/predict/sync/abc", {}, True),  # a 400 with a valid key
+    ("POST", "/predict/async/-1", {}, True),
+    ("POST", "/predict/sync/3", {}, True),  # a 404 with a valid key
+    ("POST", "/predict/async/3", {}, True),
+    ("POST", "/predict/async/1", {"content": b"{}"}, False),  # Litestar's own handler
+]
+
+NO_VALID_KEY = [
+    "no header",
+    "unknown key",
+    "Basic xyz",
+    "Basic with the key",
+    "Bearer alone",
+    "Bearer and a space",
+    "the key without a scheme",
+    "truncated key",
+    "garbage bytes",
+    "revoked key",
+]
+"""Every way of calling without a valid key: one answer for all (no oracle)."""
+
+
+def credentials(world: World, cause: str) -> httpx.Headers:
+    """The headers of a request without a valid key, for ``cause``."""
+    if cause == "no header":
+        return httpx.Headers()
+    if cause == "garbage bytes":
+        return httpx.Headers([(b"authorization", b"\xff\xfe\x80 garbage \x01 \x7f")])
+    if cause == "revoked key":
+        record, key = world.mint("revoked", "predict")
+        assert world.memory_keys.revoke(record.id, datetime.now(UTC)) is not None
+        return httpx.Headers(bearer(key))
+    value = {
+        "unknown key": f"Bearer {mint('unknown', ['predict'])[1]}",
+        "Basic xyz": "Basic xyz",
+        "Basic with the key": f"Basic {world.key}",
+        "Bearer alone": "Bearer",
+        "Bearer and a space": "Bearer ",
+        "the key without a scheme": world.key,
+        "truncated key": f"Bearer {world.key[:-1]}",
+    }[cause]
+    return httpx.Headers({"Authorization": value})
+
+
+def stale_keys(client: TestClient[Any], keys: FlakyKeyStore) -> None:
+    """Take the keys' store down once the app is ready; wait until the app says its keys are
+    too old."""
+    keys.down.clear()
+    ready(client)
+    keys.down.set()
+    stale = poll(lambda: client.get("/readyz"), lambda r: r.json()["checks"]["keys"] != "ok")
+    assert "reading the API keys failed: store unavailable" in stale.json()["checks"]["keys"]
+
+
+REFUSALS = [*NO_VALID_KEY, "admin scope only", "rate limited", "keys stale"]
+
+
+def refusal(case: str, n: int) -> tuple[list[int], list[str | None], list[str | None], list[Any]]:
+    """What ``n`` requests refused for ``case`` are answered with: statuses, problem types,
+    ``WWW-Authenticate`` and ``Retry-After`` headers."""
+    if case in NO_VALID_KEY:
+        return [401] * n, ["/problems/unauthenticated"] * n, [CHALLENGE] * n, [None] * n
+    if case == "admin scope only":
+        return [403] * n, ["/problems/forbidden"] * n, [INSUFFICIENT_SCOPE] * n, [None] * n
+    if case == "rate limited":  # the first passes (the bucket held one token)
+        limited = ["/problems/rate-limited"] * (n - 1)
+        return [200] + [429] * (n - 1), [None, *limited], [None] * n, [None] + ["1"] * (n - 1)
+    assert case == "keys stale"
+    return [503] * n, ["/problems/keys-unavailable"] * n, [None] * n, ["7"] * n
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_the_fast_path_refuses_exactly_as_litestar_does(world: World, case: str) -> None:
+    """Each refusal of the gate on both routes and both paths, before the user id is even
+    parsed (401/403/429/503 where the user id would give 400 or 404): same status, headers
+    and body; nothing looked up, nothing recorded."""
+    counting = Counting(world.store)
+    world.features = counting
+
+    def run(fast_path: bool) -> tuple[list[Seen], list[str]]:
+        settings: dict[str, Any] = {}
+        settle = None
+        headers: Mapping[str, str] | httpx.Headers = world.auth
+        if case in NO_VALID_KEY:
+            headers = credentials(world, case)
+        elif case == "admin scope only":
+            headers = bearer(world.mint("ops", "admin")[1])
+        elif case == "rate limited":
+            settings = {"rate_limit_rps": 1.0, "rate_limit_burst": 1}  # the 2nd request: 429
+        elif case == "keys stale":
+            world.keys = flaky = FlakyKeyStore(world.memory_keys)
+            settings = {"keys_refresh_s": 0.01}  # stale after 10 x 0.01 s
+            settle = functools.partial(stale_keys, keys=flaky)
+        return exchange(world, fast_path, AUTH_REQUESTS, headers, settle, **settings)
+
+    fast, to_litestar = run(fast_path=True)
+    slow, everything = run(fast_path=False)
+    assert fast == slow
+    assert to_litestar == [p for _, p, _, fast in AUTH_REQUESTS if not fast]
+    assert len(everything) == len(AUTH_REQUESTS)
+
+    seen = (
+        [status for status, _, _ in fast],
+        [body.get("type") if isinstance(body, dict) else None for _, _, body in fast],
+        [headers.get("www-authenticate") for _, headers, _ in fast],
+        [headers.get("retry-after") for _, headers, _ in fast],
+    )
+    assert seen == refusal(case, len(AUTH_REQUESTS))
+    assert all(
+        headers["content-type"] == "application/problem+json"
+        for status, headers, _ in fast
+        if status != 200
+    )
+    answered = 2 * seen[0].count(200)  # on both paths
+    assert counting.looked_up == answered
+    assert len(world.sink.records) == answered
+    assert all(p.caller == world.record.id for p in world.sink.records)
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_every_request_without_a_valid_key_gets_the_same_401(world: World, fast_path: str) -> None:
+    """No oracle: missing, malformed, unknown and revoked keys are answered alike, byte for
+    byte, whatever the route and the user id."""
+    causes = {cause: credentials(world, cause) for cause in NO_VALID_KEY}
+    with TestClient(world.app(fast_path=fast_path)) as client:
+        for path in ("/predict/sync/1", "/predict/async/1", "/predict/sync/x", "/predict/async/3"):
+            answers = {
+                cause: comparable(client.post(path, headers=h)) for cause, h in causes.items()
+            }
+            assert len(set(map(repr, answers.values()))) == 1, answers
+            status, headers, body = answers["no header"]
+            assert status == 401
+            assert headers["www-authenticate"] == CHALLENGE
+            assert "retry-after" not in headers
+            assert body == {
+                "type": "/problems/unauthenticated",
+                "title": "Unauthenticated",
+                "status": 401,
+                "detail": "a valid API key is required: send `Authorization: Bearer <key>`",
+                "instance": path,
+            }
+    assert world.sink.records == ()
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer {key}", "bearer {key}", "BEARER {key}", "Bearer   {key}  ", "Bearer {both}"],
+)
+def test_a_valid_key_is_admitted_however_the_scheme_is_spelled(
+    world: World, fast_path: str, authorization: str
+) -> None:
+    """The scheme is case-insensitive (RFC 7235); a key may hold more scopes than needed."""
+    both, both_key = world.mint("both", "predict", "admin")
+    value = authorization.format(key=world.key, both=both_key)
+    with TestClient(world.app(fast_path=fast_path)) as client:
+        headers = {"Authorization": value}
+        responses = [client.post(f"/predict/{r}/1", headers=headers) for r in ("sync", "async")]
+    assert [r.status_code for r in responses] == [200, 200]
+    caller = both.id if "both" in authorization else world.record.id
+    assert [p.caller for p in world.sink.records] == [caller, caller]
+
+
+# --- Keys change while the app runs ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+@pytest.mark.parametrize("route", ["sync", "async"])
+def test_a_revoked_key_is_refused_without_a_restart(
+    world: World, fast_path: str, route: str
+) -> None:
+    """A key revoked in the store is refused by the running app within one refresh interval
+    plus one key store call (here 0.05 s plus microseconds; waited for up to 1 s), with the
+    same 401 as a key that never existed."""
+    path = f"/predict/{route}/1"
+    with TestClient(world.app(fast_path=fast_path, keys_refresh_s=REFRESH_S)) as client:
+        ready(client)
+        assert client.post(path, headers=world.auth).status_code == 200
+        unknown = comparable(client.post(path, headers=credentials(world, "unknown key")))
+        world.memory_keys.revoke(world.record.id, datetime.now(UTC))
+        revoked = time.monotonic()
+        refused = poll(
+            lambda: client.post(path, headers=world.auth), lambda r: r.status_code != 200
+        )
+        took = time.monotonic() - revoked
+        assert refused.status_code == 401, f"still {refused.status_code} after {took:.2f} s"
+        assert comparable(refused) == unknown
+        assert client.post(path, headers=world.auth).status_code == 401  # and stays refused
+    assert {p.caller for p in world.sink.records} == {world.record.id}
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_a_new_key_is_admitted_without_a_restart(world: World, fast_path: str) -> None:
+    """A key added to the store works in the running app within one refresh interval plus
+    one key store call (here 0.05 s plus microseconds; waited for up to 1 s)."""
+    record, key = mint("late", ["predict"])
+    with TestClient(world.app(fast_path=fast_path, keys_refresh_s=REFRESH_S)) as client:
+        ready(client)
+        assert client.post("/predict/async/1", headers=bearer(key)).status_code == 401
+        world.memory_keys.add(record)
+        admitted = poll(
+            lambda: client.post("/predict/async/1", headers=bearer(key)),
+            lambda r: r.status_code != 401,
+        )
+        assert admitted.status_code == 200
+        assert client.post("/predict/sync/1", headers=bearer(key)).status_code == 200
+    assert [p.caller for p in world.sink.records] == [record.id, record.id]
+
+
+def last_used(world: World) -> datetime | None:
+    (record,) = (k for k in world.memory_keys.all() if k.id == world.record.id)
+    return record.last_used_at
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_last_use_is_written_back_to_the_store_within_a_refresh(
+    world: World, fast_path: str
+) -> None:
+    """When a key was last used reaches its store within one refresh interval plus one store
+    call (here 0.05 s; waited for up to 1 s)."""
+    slack = timedelta(milliseconds=10)  # the wall clock, read at a refresh, not at the request
+    with TestClient(world.app(fast_path=fast_path, keys_refresh_s=REFRESH_S)) as client:
+        ready(client)
+        assert last_used(world) is None
+        before = datetime.now(UTC)
+        assert client.post("/predict/sync/1", headers=world.auth).status_code == 200
+        after = datetime.now(UTC)
+        used = poll(lambda: last_used(world), lambda at: at is not None)
+        assert used is not None, "no last use written back"
+        assert before - slack <= used <= after + slack
+
+
+def test_last_use_is_written_back_at_shutdown(world: World) -> None:
+    """The final seconds' last uses are not lost when the app stops before a refresh."""
+    with TestClient(world.app(keys_refresh_s=60)) as client:
+        assert client.post("/predict/async/1", headers=world.auth).status_code == 200
+        assert last_used(world) is None  # no refresh for a minute
+    assert last_used(world) is not None
+
+
+def test_last_use_survives_a_key_store_blip(world: World) -> None:
+    """A last use that could not be written back (the store was down for two refreshes,
+    well within the staleness bound) is written at the next refresh that succeeds."""
+    flaky = FlakyKeyStore(world.memory_keys)
+    world.keys = flaky
+    refresh_s = 0.1  # stale after 1 s: far from it here
+    with TestClient(world.app(keys_refresh_s=refresh_s)) as client:
+        ready(client)
+        flaky.down.set()
+        assert client.post("/predict/sync/1", headers=world.auth).status_code == 200
+        failed = flaky.failures
+        # a second failure: a refresh that began after the request, so holding its use
+        assert poll(lambda: flaky.failures, lambda n: n >= failed + 2) >= failed + 2
+        flaky.down.clear()
+        used = poll(lambda: last_used(world), lambda at: at is not None, within_s=3 * refresh_s)
+    assert used is not None, "the last use was lost"
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_unreadable_keys_fail_closed_then_recover(world: World, fast_path: str) -> None:
+    """Keys not read for KEYS_MAX_STALE_REFRESHES intervals (here 10 x 0.01 s): every predict
+    request gets 503 keys-unavailable and readiness fails; once the store answers again, the
+    next refresh (0.01 s) lets requests in again."""
+    flaky = FlakyKeyStore(world.memory_keys)
+    world.keys = flaky
+    refresh_s = 0.01
+    assert KEYS_MAX_STALE_REFRESHES * refresh_s < WITHIN_S
+    with TestClient(world.app(fast_path=fast_path, keys_refresh_s=refresh_s)) as client:
+        ready(client)
+        first = client.post("/predict/sync/1", headers=world.auth)
+        assert first.status_code == 200, first.text
+        flaky.down.set()
+        closed = poll(
+            lambda: client.post("/predict/async/1", headers=world.auth),
+            lambda r: r.status_code != 200,
+        )
+        recorded = len(world.sink.records)
+        assert closed.status_code == 503
+        assert closed.headers["retry-after"] == "7"
+        assert closed.json()["type"] == "/problems/keys-unavailable"
+        readiness = client.get("/readyz")
+        assert readiness.status_code == 503
+        assert readiness.json()["checks"]["keys"].startswith("reading the API keys failed")
+        assert client.post("/predict/sync/1").status_code == 503  # even without a key
+        assert len(world.sink.records) == recorded
+        flaky.down.clear()
+        reopened = poll(
+            lambda: client.post("/predict/async/1", headers=world.auth),
+            lambda r: r.status_code != 503,
+        )
+        assert reopened.status_code == 200
+        assert client.get("/readyz").status_code == 200
+    assert len(world.sink.records) == recorded + 1
+    assert {p.caller for p in world.sink.records} == {world.record.id}
+
+
+# --- Rate limits -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_the_rate_limit_refills(world: World, fast_path: str) -> None:
+    """At 2 requests a second with a burst of 1: the second request at once is refused, one
+    after 1/2 s passes; the bucket is the key's, whichever route."""
+    rate = 2.0
+    app = world.app(fast_path=fast_path, rate_limit_rps=rate, rate_limit_burst=1)
+    with TestClient(app) as client:
+        client.headers.update(world.auth)
+        assert client.post("/predict/sync/1").status_code == 200
+        limited = client.post("/predict/async/1")
+        assert limited.status_code == 429
+        assert limited.headers["retry-after"] == "1"
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert limited.json()["type"] == "/problems/rate-limited"
+        assert "www-authenticate" not in limited.headers
+        time.sleep(1 / rate)
+        assert client.post("/predict/async/1").status_code == 200
+    assert [p.route for p in world.sink.records] == ["sync", "async"]
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_the_rate_limit_is_per_key(world: World, fast_path: str) -> None:
+    _, other = world.mint("other", "predict")
+    app = world.app(fast_path=fast_path, rate_limit_rps=1.0, rate_limit_burst=1)
+    with TestClient(app) as client:
+        assert client.post("/predict/sync/1", headers=world.auth).status_code == 200
+        assert client.post("/predict/sync/1", headers=world.auth).status_code == 429
+        assert client.post("/predict/sync/1", headers=bearer(other)).status_code == 200
+        assert client.post("/predict/async/1", headers=bearer(other)).status_code == 429
+        assert client.post("/predict/async/1", headers=world.auth).status_code == 429
+    assert len(world.sink.records) == 2
+
+
+# --- Hung batches, shutdown, clients that leave ------------------------------------------
 
 
 class Hanging:
@@ -374,15 +843,14 @@ class Hanging:
         return self.store.latest_many(user_ids)
 
 
-@pytest.mark.parametrize("fast_path", [True, False])
-def test_a_hung_batch_answers_503_in_time_and_fails_liveness(world: World, fast_path: bool) -> None:
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_a_hung_batch_answers_503_in_time_and_fails_liveness(world: World, fast_path: str) -> None:
     hanging = Hanging(world.store)
     world.features = hanging
-    app = create_app(
-        world.runtime, retry_after_s=7, batching=Batching(timeout_s=0.3), fast_path=fast_path
-    )
+    app = world.app(request_timeout_s=0.3, fast_path=fast_path)
     try:
         with TestClient(app) as client:
+            client.headers.update(world.auth)
             assert client.get("/healthcheck").status_code == 200
             began = time.perf_counter()
             response = client.post("/predict/sync/1")
@@ -406,23 +874,38 @@ def test_a_hung_batch_answers_503_in_time_and_fails_liveness(world: World, fast_
     assert [p.user_id for p in world.sink.records] == [1]  # the hung batch, late: no 2xx had it
 
 
+class Watched(MemoryKeyStore):
+    """A key store calling ``on_touch`` with every write-back of last-use times."""
+
+    def __init__(self, keys: Sequence[ApiKey], on_touch: Callable[[Mapping[str, Any]], None]):
+        super().__init__(keys)
+        self.on_touch = on_touch
+
+    def touch(self, used: Mapping[str, datetime]) -> None:
+        self.on_touch(used)
+        super().touch(used)
+
+
 def test_shutdown_answers_the_requests_in_flight_before_closing(world: World) -> None:
+    """The runtime closes (seen as the gate's final write-back of last uses: with a refresh a
+    minute away, the only one carrying a use) only after the request in flight is answered
+    and recorded."""
     hanging = Hanging(world.store)
     world.features = hanging
     events: list[str] = []
-    inner = world.runtime
 
-    @asynccontextmanager
-    async def runtime() -> AsyncIterator[Runtime]:
-        async with inner() as rt:
-            yield rt
-            events.append("runtime closing")
+    def on_touch(used: Mapping[str, Any]) -> None:
+        if used:
+            events.append(f"runtime closing, {len(world.sink.records)} recorded")
 
+    world.keys = Watched(world.memory_keys.all(), on_touch)
     answers: list[int] = []
-    client = TestClient(create_app(runtime))
+    client = TestClient(world.app(keys_refresh_s=60))
     with client:
         worker = threading.Thread(
-            target=lambda: answers.append(client.post("/predict/sync/1").status_code)
+            target=lambda: answers.append(
+                client.post("/predict/sync/1", headers=world.auth).status_code
+            )
         )
         worker.start()
         assert hanging.entered.wait(5)
@@ -430,23 +913,24 @@ def test_shutdown_answers_the_requests_in_flight_before_closing(world: World) ->
     events.append("client closed")
     worker.join(5)
     assert answers == [200]
-    assert events == ["runtime closing", "client closed"]
+    assert events == ["runtime closing, 1 recorded", "client closed"]
     assert [p.user_id for p in world.sink.records] == [1]
 
 
-def asgi_request(path: str) -> Scope:
-    """What a server sends for a bodiless POST."""
+def asgi_request(path: str, key: str) -> Scope:
+    """What a server sends for a bodiless POST with ``key``."""
     return {  # type: ignore[return-value]
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-        "query_string": b"", "headers": [(b"host", b"t")], "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80), "state": {},
+        "query_string": b"",
+        "headers": [(b"host", b"t"), (b"authorization", f"Bearer {key}".encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {},
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("fast_path", ["on", "off"])
 def test_a_request_whose_client_left_while_queued_is_not_scored_or_recorded(
-    world: World, fast_path: bool
+    world: World, fast_path: str
 ) -> None:
     """Granian's receive answers http.disconnect once the client has gone; a request queued
     behind a batch in flight whose client left costs nothing."""
@@ -463,12 +947,14 @@ def test_a_request_whose_client_left_while_queued_is_not_scored_or_recorded(
         async def send(message: Any) -> None:
             sent.append(message)
 
-        await app(asgi_request("/predict/sync/2"), receive, send)
+        await app(asgi_request("/predict/sync/2", world.key), receive, send)
 
-    app = create_app(world.runtime, fast_path=fast_path)
+    app = world.app(fast_path=fast_path)
     try:
         with TestClient(app) as client:
-            first = threading.Thread(target=client.post, args=("/predict/sync/1",))
+            first = threading.Thread(
+                target=client.post, args=("/predict/sync/1",), kwargs={"headers": world.auth}
+            )
             first.start()
             assert hanging.entered.wait(5)
             threading.Timer(0.4, hanging.release.set).start()

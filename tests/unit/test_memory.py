@@ -13,7 +13,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fraudscore import FEATURES, Application, Kind, Prediction, ScoringService, UnknownUser
+from fraudscore import (
+    FEATURES,
+    Application,
+    FraudscoreError,
+    Kind,
+    Prediction,
+    ScoringService,
+    UnknownUser,
+)
 from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.memory import (
     AsyncMemoryFeatureStore,
@@ -198,7 +206,7 @@ def test_async_faces_share_the_same_data() -> None:
     store.add(3, Application.parse(RAW_APPLICATION))
     prediction = ScoringService(features=store, sink=sink, scorer=RuleScorer()).predict(3)
 
-    async def main() -> Application | UnknownUser:
+    async def main() -> Application | FraudscoreError:
         await AsyncMemoryPredictionSink(sink).record_many([prediction])
         (found,) = await AsyncMemoryFeatureStore(store).latest_many([3])
         return found

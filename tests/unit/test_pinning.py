@@ -215,3 +215,48 @@ def test_training_prints_the_pin(
     line = f"pin this model with FRAUDSCORE_MODEL_SHA256={manifest_sha256(result.out_dir)}"
     assert line in capsys.readouterr().err.splitlines()
 
+
+def test_the_server_refuses_to_start_on_a_pin_mismatch(
+    artifacts: Path, pin: str, tiny_model: tuple[Path, Path]
+) -> None:
+    """Through the composition root, as production starts: the app's startup fails before
+    anything is unpickled, and with the right pin it serves."""
+    from litestar.testing import TestClient  # noqa: PLC0415
+
+    from fraudscore_adapters.bootstrap import build_app  # noqa: PLC0415
+    from fraudscore_adapters.settings import Settings  # noqa: PLC0415
+
+    data = tiny_model[0]
+    wrong = Settings(artifact_dir=artifacts, data_file=data, model_sha256="0" * 64)
+    with pytest.raises(BaseExceptionGroup) as refused, TestClient(build_app(wrong)):
+        pass  # startup (the lifespan) fails: TestClient raises it in an exception group
+    assert refused.group_contains(ModelUnavailable, match="is not the pinned model")
+    right = Settings(artifact_dir=artifacts, data_file=data, model_sha256=pin)
+    with TestClient(build_app(right)) as client:
+        assert client.get("/readyz").json()["checks"]["model"] == "ok"
+
+
+def test_serve_exits_2_before_any_worker_on_a_pin_mismatch_or_a_missing_pin(
+    artifacts: Path,
+    tiny_model: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fraudscore_adapters import cli  # noqa: PLC0415
+
+    monkeypatch.setattr("granian.server.Server", _never_called)
+    monkeypatch.setenv("FRAUDSCORE_ARTIFACT_DIR", str(artifacts))
+    monkeypatch.setenv("FRAUDSCORE_DATA_FILE", str(tiny_model[0]))
+    monkeypatch.setenv("FRAUDSCORE_MODEL_SHA256", "f" * 64)
+    assert cli.main(["serve"]) == 2
+    assert "is not the pinned model" in capsys.readouterr().err
+    monkeypatch.delenv("FRAUDSCORE_MODEL_SHA256")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app@127.0.0.1:1/none")
+    assert cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "FRAUDSCORE_MODEL_SHA256" in err
+    assert "FRAUDSCORE_ALLOW_UNPINNED_MODEL=on" in err
+
+
+def _never_called(*_: object) -> None:
+    raise AssertionError("the server must not start")

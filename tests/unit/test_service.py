@@ -329,3 +329,23 @@ def test_the_async_face_takes_per_row_refusals_too(store: MemoryFeatureStore) ->
     assert isinstance(got[0], StoreError)
     assert isinstance(got[1], Prediction)
     assert sink.kept.records == (got[1],)
+
+
+def test_each_prediction_records_who_asked(store: MemoryFeatureStore) -> None:
+    sink = MemoryPredictionSink()
+    service = ScoringService(features=store, sink=sink, scorer=RuleScorer())
+    outcomes = service.predict_many([1, 2, 9], route="sync", callers=["k1", None, "k3"])
+    assert [getattr(o, "caller", o.__class__.__name__) for o in outcomes] == [
+        "k1",
+        None,
+        "UnknownUser",
+    ]
+    assert [p.caller for p in sink.records] == ["k1", None]
+    assert service.predict(1, caller="lib").caller == "lib"
+    assert service.predict(1).caller is None
+
+
+def test_callers_must_match_the_user_ids(store: MemoryFeatureStore) -> None:
+    service = ScoringService(features=store, sink=MemoryPredictionSink(), scorer=RuleScorer())
+    with pytest.raises(ValueError, match="2 callers for 1 user ids"):
+        service.predict_many([1], callers=["a", "b"])

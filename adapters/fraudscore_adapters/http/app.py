@@ -6,7 +6,9 @@ enters it (open pools, load the model) and leaves it (close them), in that order
 - ``GET /healthcheck``: liveness, ``ok`` while the process answers;
 - ``GET /readyz``: readiness, 200 when the model scores a probe and the store answers, else 503
   naming the part that failed;
-- ``POST /predict/sync/{user_id}`` and ``POST /predict/async/{user_id}``: score the user's
+- ``POST /predict/sync/{user_id}`` and ``POST /predict/async/{user_id}``, behind an API key
+  with the ``predict`` scope (``Authorization: Bearer <key>``; see
+  :mod:`~fraudscore_adapters.http.frontdoor`): score the user's
   newest stored application and record the prediction before answering. POST, because each
   call creates a prediction record (not safe, not idempotent). Same body from both routes;
   sync runs the blocking use case (blocking pool, model) in worker threads, async runs the
@@ -32,11 +34,14 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import PathParameter
 
 from fraudscore import AsyncScoringService, ScoringService
+from fraudscore_adapters.access import Gate
 from fraudscore_adapters.batching import DEFAULT_BATCHING, BatchedPredictions, Batching
-from fraudscore_adapters.http.fastpath import FastPredictRoutes, predict_watched
+from fraudscore_adapters.http.fastpath import FastPredictRoutes
+from fraudscore_adapters.http.frontdoor import FrontDoor
 from fraudscore_adapters.http.problems import PROBLEM_MEDIA_TYPE, exception_handlers
 from fraudscore_adapters.http.schemas import PredictionOut, Problem, Readiness
 
@@ -63,6 +68,8 @@ class Runtime:
 
     service: ScoringService
     async_service: AsyncScoringService
+    gate: Gate
+    """Who may call the protected routes (kept fresh by the composition root)."""
     checks: Callable[[], Awaitable[dict[str, str]]]
     """Readiness probes: part -> ``ok`` or what failed."""
     info: dict[str, str] = field(default_factory=dict)
@@ -84,13 +91,17 @@ def _problem(description: str) -> ResponseSpec:
 
 PREDICT_RESPONSES = {
     400: _problem("The user id breaks the id rule (1-19 decimal digits, at most 2**63-1)."),
+    401: _problem("No valid API key (missing, malformed, unknown or revoked: one answer)."),
+    403: _problem("The API key lacks the `predict` scope."),
+    429: _problem("The API key is over its rate limit; see Retry-After."),
     404: _problem("No features are stored for this user."),
     422: _problem("The stored features fail validation; `problems` names each field."),
     500: _problem("The store refused the work (`store-error`), or a bug (`internal-error`)."),
     503: _problem(
         "Unavailable for now, see Retry-After: the store or the model (`store-unavailable`,"
         " `model-unavailable`), no answer within the request timeout (`timeout`), the route's"
-        " queue is full (`overloaded`), or the server is stopping (`shutting-down`)."
+        " queue is full (`overloaded`), the server is stopping (`shutting-down`), or the API keys"
+        " could not be read for too long (`keys-unavailable`)."
     ),
 }
 
@@ -107,11 +118,24 @@ async def _refuse_bodies(request: Request[Any, Any, Any]) -> None:
         )
 
 
+SECURITY_SCHEME = "apiKey"
+_COMPONENTS = Components(
+    security_schemes={
+        SECURITY_SCHEME: SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="An API key: `python -m fraudscore_adapters keys create --name NAME`.",
+        )
+    }
+)
+
+
 class _Holder:
     runtime: Runtime
 
     def __init__(self) -> None:
-        self.routes: dict[str, BatchedPredictions] = {}
+        self.door = FrontDoor()
+        self.routes = self.door.routes
         """Each predict route's batcher, by route name; filled in by the lifespan."""
 
 
@@ -131,6 +155,7 @@ def _lifespan(
         try:
             async with runtime() as rt:
                 holder.runtime = rt
+                holder.door.gate = rt.gate
                 holder.routes["sync"] = BatchedPredictions.in_threads(
                     rt.service, threads, route="sync", batching=batching
                 )
@@ -214,8 +239,9 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
 
     def route(name: str, doc: str) -> HTTPRouteHandler:
         async def predict(user_id: UserIdPath, request: Request[Any, Any, Any]) -> PredictionOut:
+            headers = request.scope["headers"]
             return PredictionOut.of(
-                await predict_watched(holder.routes[name], user_id, request.receive)
+                await holder.door.predict(name, user_id, headers, request.receive)
             )
 
         predict.__name__, predict.__doc__ = f"predict_{name}", doc
@@ -224,6 +250,7 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
             status_code=200,
             tags=["predict"],
             responses=PREDICT_RESPONSES,
+            security=[{SECURITY_SCHEME: []}],
         )(predict)
 
     return [route(name, doc) for name, doc in _PREDICT_ROUTES.items()]
@@ -249,10 +276,10 @@ def create_app(
         lifespan=[_lifespan(holder, runtime, batching)],
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(title="fraudscore", version="0.1.0"),
+        openapi_config=OpenAPIConfig(title="fraudscore", version="0.1.0", components=_COMPONENTS),
         debug=debug,
     )
     app.state.retry_after_s = retry_after_s
     if fast_path:
-        return FastPredictRoutes(app, holder.routes, retry_after_s=retry_after_s)
+        return FastPredictRoutes(app, holder.door, retry_after_s=retry_after_s)
     return app

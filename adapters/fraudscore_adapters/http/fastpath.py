@@ -7,8 +7,9 @@ on PostgreSQL cost 240-299 µs, a third to two fifths of it the framework's per-
 machinery (request object, parameter parsing, hooks, response object). The predict routes are
 the service's hot path, so :class:`FastPredictRoutes` answers them itself (154-193 µs a
 prediction in the same runs),
-with the same batcher, the same problem table and the same msgspec schema, byte for byte:
-the unit tests send every kind of request through both paths and compare the responses.
+through the same front door (:mod:`~fraudscore_adapters.http.frontdoor`: the API key check,
+rate limit, batcher), the same problem table and the same msgspec schema, byte for byte: the
+unit tests send every kind of request through both paths and compare the responses.
 
 It takes only what it recognises exactly: ``POST /predict/{sync,async}/<one segment>`` with no
 request body. Everything else (another method, a body, a trailing slash, other routes, the
@@ -18,25 +19,25 @@ readiness. ``FRAUDSCORE_FAST_PATH=off`` serves the predict routes through Litest
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import msgspec
 from litestar import Litestar
 from litestar.enums import ScopeType
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
-from fraudscore import FraudscoreError, Prediction
-from fraudscore_adapters.batching import BatchedPredictions, ClientGone
+from fraudscore import FraudscoreError
+from fraudscore_adapters.batching import ClientGone
+from fraudscore_adapters.http.frontdoor import FrontDoor
 from fraudscore_adapters.http.problems import (
     PROBLEM_MEDIA_TYPE,
     domain_problem,
-    retry_after,
+    problem_headers,
     unexpected_problem,
 )
-from fraudscore_adapters.http.schemas import PredictionOut, Problem
+from fraudscore_adapters.http.schemas import PredictionOut
 
-__all__ = ["PREDICT_PREFIX", "FastPredictRoutes", "predict_watched"]
+__all__ = ["PREDICT_PREFIX", "FastPredictRoutes"]
 
 PREDICT_PREFIX = "/predict/"
 _JSON = b"application/json"
@@ -47,15 +48,14 @@ _ENCODER = msgspec.json.Encoder()
 class FastPredictRoutes:
     """An ASGI app: the predict routes answered directly, everything else by ``app``.
 
-    ``routes`` maps a route name (``sync``, ``async``) to its batcher; it is filled in by the
-    lifespan, so until then every request goes to Litestar.
+    ``door.routes`` maps a route name (``sync``, ``async``) to its batcher; it is filled in by
+    the lifespan, so until then every request goes to Litestar.
     """
 
-    def __init__(
-        self, app: Litestar, routes: Mapping[str, BatchedPredictions], *, retry_after_s: int
-    ) -> None:
+    def __init__(self, app: Litestar, door: FrontDoor, *, retry_after_s: int) -> None:
         self.litestar = app
-        self._routes = routes
+        self._door = door
+        self._routes = door.routes
         self._retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,46 +64,30 @@ class FastPredictRoutes:
             path = scope["path"]
             if path.startswith(PREDICT_PREFIX):
                 route, _, user_id = path[len(PREDICT_PREFIX) :].partition("/")
-                batched = self._routes.get(route)
-                if batched and user_id and "/" not in user_id and _bodiless(scope["headers"]):
-                    await self._predict(batched, user_id, path, receive, send)
+                headers = scope["headers"]
+                if route in self._routes and user_id and "/" not in user_id and _bodiless(headers):
+                    await self._predict(route, user_id, scope, receive, send)
                     return
         await self.litestar(scope, receive, send)
 
     async def _predict(
-        self, batched: BatchedPredictions, user_id: str, path: str, receive: Receive, send: Send
+        self, route: str, user_id: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        path = scope["path"]
         try:
-            prediction = await predict_watched(batched, user_id, receive)
+            prediction = await self._door.predict(route, user_id, scope["headers"], receive)
         except ClientGone:
             return  # nobody to answer
         except FraudscoreError as exc:
-            await self._problem(domain_problem(exc, "POST", path), send)
+            problem = domain_problem(exc, "POST", path)
+            extra = problem_headers(exc, self._retry_after_s) or {}
+            headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+            await _respond(send, problem.status, _PROBLEM, _ENCODER.encode(problem), headers)
         except Exception as exc:
-            await self._problem(unexpected_problem(exc, "POST", path), send)
+            problem = unexpected_problem(exc, "POST", path)
+            await _respond(send, problem.status, _PROBLEM, _ENCODER.encode(problem))
         else:
             await _respond(send, 200, _JSON, _ENCODER.encode(PredictionOut.of(prediction)))
-
-    async def _problem(self, problem: Problem, send: Send) -> None:
-        extra = retry_after(problem, self._retry_after_s) or {}
-        headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-        await _respond(send, problem.status, _PROBLEM, _ENCODER.encode(problem), headers)
-
-
-async def predict_watched(
-    batched: BatchedPredictions, user_id: str, receive: Receive
-) -> Prediction:
-    """``batched.predict(user_id)``, dropped if the client goes away before its batch starts
-    (the batcher watches the clients of requests that queue; see ``WATCH_AFTER_S``). The one
-    place both ways of serving a predict route learn of a disconnect."""
-    return await batched.predict(user_id, functools.partial(_disconnected, receive))
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Return once the client has gone: after the (bodiless) request message, ASGI's
-    ``receive`` answers only with ``http.disconnect``."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _bodiless(headers: Iterable[tuple[bytes, bytes]]) -> bool:

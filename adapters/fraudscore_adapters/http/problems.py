@@ -24,6 +24,12 @@ from fraudscore import (
     StoreUnavailable,
     UnknownUser,
 )
+from fraudscore_adapters.access.gate import (
+    Forbidden,
+    KeysUnavailable,
+    RateLimited,
+    Unauthenticated,
+)
 from fraudscore_adapters.batching import ClientGone, DeadlineExceeded, Overloaded, ShuttingDown
 from fraudscore_adapters.http.schemas import FieldProblemOut, Problem
 
@@ -32,8 +38,8 @@ __all__ = [
     "STATUS",
     "domain_problem",
     "exception_handlers",
+    "problem_headers",
     "problem_response",
-    "retry_after",
     "unexpected_problem",
 ]
 
@@ -49,6 +55,10 @@ class _Kind:
 
 
 STATUS: dict[type[FraudscoreError], _Kind] = {
+    Unauthenticated: _Kind(401, "unauthenticated", "Unauthenticated"),
+    Forbidden: _Kind(403, "forbidden", "Forbidden"),
+    RateLimited: _Kind(429, "rate-limited", "Too many requests"),
+    KeysUnavailable: _Kind(503, "keys-unavailable", "API keys unavailable"),
     InvalidUserId: _Kind(400, "invalid-user-id", "Invalid user id"),
     UnknownUser: _Kind(404, "unknown-user", "Unknown user"),
     InvalidFeatures: _Kind(422, "invalid-stored-features", "Stored features are invalid"),
@@ -112,14 +122,26 @@ def unexpected_problem(exc: Exception, method: str, path: str) -> Problem:
     )
 
 
-def retry_after(problem: Problem, retry_after_s: int) -> dict[str, str] | None:
-    """The extra headers of ``problem``: ``Retry-After`` on a 503."""
-    return {"Retry-After": str(retry_after_s)} if problem.status == 503 else None
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fraudscore"'}
+
+
+def problem_headers(exc: FraudscoreError, retry_after_s: int) -> dict[str, str] | None:
+    """The extra headers the problem of ``exc`` is answered with: the challenge of a 401 or
+    403 (RFC 6750), ``Retry-After`` on a 429 (when the key's bucket has a token again) and on
+    a 503 (``retry_after_s``)."""
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, Forbidden):
+        scope = f'Bearer realm="fraudscore", error="insufficient_scope", scope="{exc.scope}"'
+        return {"WWW-Authenticate": scope}
+    if isinstance(exc, Unauthenticated):
+        return _CHALLENGE
+    return {"Retry-After": str(retry_after_s)} if _kind_of(exc).status == 503 else None
 
 
 def _domain(request: Request[Any, Any, Any], exc: FraudscoreError) -> Response[bytes]:
     problem = domain_problem(exc, request.method, request.url.path)
-    return problem_response(problem, retry_after(problem, request.app.state.retry_after_s))
+    return problem_response(problem, problem_headers(exc, request.app.state.retry_after_s))
 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

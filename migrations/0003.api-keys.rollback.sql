@@ -1,0 +1,2 @@
+ALTER TABLE predictions DROP COLUMN caller;
+DROP TABLE api_keys;
