@@ -9,10 +9,14 @@ What it does (bounded in time; everything it starts, it stops, by PID, even on C
    inserts poison rows above that id range (one field damaged each: ``1e400`` income, a 3,000
    deep array, a 100 kB category, an object in a field, 29 values, a wrapped object, a string
    for a number, huge integers, an unknown ``feature_version``);
-2. for each scenario starts a fresh ``python -m fraudscore_adapters serve`` (one worker, log in
-   ``/tmp/chaos-server-<scenario>.log``), warms it up 2 s, then drives it with
-   ``bench/loadgen.py`` (asyncio + uvloop, keep-alive connections sending back to back, random
-   ids, the routes in turn) while it injects the fault: ``baseline`` (none), ``poison``
+2. for each scenario makes an API key with the command line and the server's environment
+   (``keys create``, in the database), starts a fresh ``python -m fraudscore_adapters serve``
+   (one worker, pinned to the model with ``FRAUDSCORE_MODEL_SHA256``, the rate limit on but far
+   above the load: ``--rate-limit-rps``, default 1e6 per key; log in
+   ``/tmp/chaos-server-<scenario>.log``), checks a request with the key gets 200 and one
+   without 401, warms it up 2 s, then drives it with ``bench/loadgen.py`` (asyncio + uvloop,
+   keep-alive connections sending back to back, random ids, the routes in turn, every request
+   with ``Authorization: Bearer <key>``) while it injects the fault: ``baseline`` (none), ``poison``
    (2,000 valid requests with the poison users mixed in, 32 connections), ``freeze``
    (SIGSTOP PostgreSQL 10 s), ``restart`` (``pg_ctl restart -m fast``), ``readonly``
    (``default_transaction_read_only`` on for 10 s), ``stop`` (PostgreSQL down 40 s),
@@ -64,7 +68,15 @@ import psycopg
 import uvloop
 from psycopg import sql
 
-from bench.http_load import settled_rows, wait_healthy
+from bench.http_load import (
+    auth_banner,
+    check_key,
+    create_key,
+    key_id,
+    server_auth_env,
+    settled_rows,
+    wait_healthy,
+)
 from bench.loadgen import Answer, Poll, drive, poll, random_requests
 from fraudscore import FEATURE_NAMES
 from fraudscore_adapters.baf import load_features
@@ -289,17 +301,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_env(db_url: str, port: int, settings: Settings, data: Path) -> dict[str, str]:
-    """The environment of a served worker: the default settings but these."""
+def server_env(
+    db_url: str, port: int, settings: Settings, data: Path, rate_limit_rps: float
+) -> dict[str, str]:
+    """The environment of a served worker (and of the command line that makes its key): the
+    default settings but these."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSCORE_")}
     env.pop("MIGRATIONS_DATABASE_URL", None)
-    return env | {
-        "DATABASE_URL": db_url,
-        "FRAUDSCORE_PORT": str(port),
-        "FRAUDSCORE_WORKERS": "1",
-        "FRAUDSCORE_ARTIFACT_DIR": str(settings.artifact_dir.resolve()),
-        "FRAUDSCORE_DATA_FILE": str(data.resolve()),
-    }
+    return (
+        env
+        | {
+            "DATABASE_URL": db_url,
+            "FRAUDSCORE_PORT": str(port),
+            "FRAUDSCORE_WORKERS": "1",
+            "FRAUDSCORE_ARTIFACT_DIR": str(settings.artifact_dir.resolve()),
+            "FRAUDSCORE_DATA_FILE": str(data.resolve()),
+        }
+        | server_auth_env(settings.artifact_dir.resolve(), rate_limit_rps)
+    )
 
 
 @dataclass
@@ -307,6 +326,8 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    key: str = field(repr=False)
+    """The API key every request to it carries."""
     stop_s: float = math.nan
     """How long it took to stop after this script's SIGTERM (nan: it had exited before)."""
 
@@ -334,14 +355,17 @@ def _stop(server: Server) -> None:
 
 @contextlib.contextmanager
 def serving(env: dict[str, str], port: int, label: str) -> Iterator[Server]:
-    """``python -m fraudscore_adapters serve`` in its own session until the block ends."""
+    """``python -m fraudscore_adapters serve`` in its own session until the block ends, with
+    a key made for it first (by the command line, with its environment)."""
+    key = create_key(env, ROOT, f"chaos-{label}")
+    log(f"  API key {key_id(key)} made with `keys create`")
     log_path = Path(f"/tmp/chaos-server-{label}.log")
     command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
     with log_path.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = Server(process, port, log_path)
+    server = Server(process, port, log_path, key)
     try:
         wait_healthy(process, port, log_path, "server")
         yield server
@@ -463,7 +487,7 @@ def _streams(ctx: Context, conns: int, routes: Sequence[str]) -> list[Iterator[t
 
 async def _loaded(
     run: Run,
-    port: int,
+    server: Server,
     streams: Sequence[Iterator[tuple[str, int]]],
     middle: Callable[[], Awaitable[None]],
     *,
@@ -472,7 +496,8 @@ async def _loaded(
     """Drive ``streams`` while ``middle`` runs (it sets ``stop`` or returns), then wait for the
     requests in flight."""
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(drive(port, streams, stop, run.answers))]
+    port = server.port
+    tasks = [asyncio.create_task(drive(port, streams, stop, run.answers, server.key))]
     tasks.append(asyncio.create_task(_progress(run, stop)))
     if polls:
         tasks += [
@@ -507,12 +532,12 @@ async def timed(
         await asyncio.sleep(ctx.seconds(after_s))
 
     streams = _streams(ctx, run.conns, run.routes)
-    return await _loaded(run, server.port, streams, middle, polls=polls)
+    return await _loaded(run, server, streams, middle, polls=polls)
 
 
-async def warm_up(ctx: Context, port: int) -> None:
+async def warm_up(ctx: Context, server: Server) -> None:
     run = Run("warm-up", "", tuple(ctx.args.routes), ctx.args.conns, time.monotonic())
-    await _loaded(run, port, _streams(ctx, run.conns, run.routes), lambda: asyncio.sleep(2.0))
+    await _loaded(run, server, _streams(ctx, run.conns, run.routes), lambda: asyncio.sleep(2.0))
     bad = Counter(klass(a) for a in run.answers if klass(a) != "2xx")
     log(f"  warm-up: {len(run.answers):,} requests" + (f", not 2xx: {dict(bad)}" if bad else ""))
 
@@ -608,7 +633,7 @@ async def poison(ctx: Context, server: Server) -> Run:
         while len(run.answers) < len(plan) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
-    return await _loaded(run, server.port, streams, middle)
+    return await _loaded(run, server, streams, middle)
 
 
 async def sigterm(ctx: Context, server: Server) -> Run:
@@ -629,7 +654,7 @@ async def sigterm(ctx: Context, server: Server) -> Run:
         run.notes["exit"] = (code, exited - signalled, _session_left(server.pid))
 
     streams = _streams(ctx, run.conns, run.routes)
-    return await _loaded(run, server.port, streams, middle)
+    return await _loaded(run, server, streams, middle)
 
 
 def _session_left(session: int) -> int:
@@ -675,7 +700,8 @@ def run_scenario(ctx: Context, name: str) -> Run:
     port = free_port()
     log(f"== {name}")
     with serving(ctx.env(port), port, name) as server:
-        uvloop.run(warm_up(ctx, port))
+        check_key(port, server.key)
+        uvloop.run(warm_up(ctx, server))
         before, since = settled_rows(ctx.url), datetime.now(UTC)
         cpu, wall, drops = cpu_s(), time.monotonic(), listen_drops()
         run = uvloop.run(RUNNERS[name](ctx, server))
@@ -1225,8 +1251,9 @@ def _panel(ax: Any, run: Run) -> None:
 # -- main -----------------------------------------------------------------------------------
 
 
-def report(runs: Sequence[Run], timeout_s: float, png: Path) -> None:
+def report(runs: Sequence[Run], timeout_s: float, png: Path, rate_limit_rps: float) -> None:
     print("\n## Chaos benchmark\n")
+    print(f"{auth_banner(rate_limit_rps)}.\n")
     print(TABLE_HEAD)
     for run in runs:
         print(table_row(run))
@@ -1255,11 +1282,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--poison-conns", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--png", type=Path, default=Path("/tmp/chaos.png"))
+    parser.add_argument(
+        "--rate-limit-rps",
+        type=float,
+        default=1e6,
+        help="FRAUDSCORE_RATE_LIMIT_RPS of the servers: on, and high enough never to refuse the"
+        " load (the overload scenario's thousands of connections share one key)",
+    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    log(auth_banner(args.rate_limit_rps))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of sockets
     settings = Settings.from_env(os.environ)
@@ -1274,7 +1309,7 @@ def main() -> None:
             url,
             args.rows,
             poisoned,
-            lambda port: server_env(url, port, settings, data),
+            lambda port: server_env(url, port, settings, data, args.rate_limit_rps),
             served,
             args,
         )
@@ -1287,7 +1322,7 @@ def main() -> None:
                     traceback.print_exc()
         finally:
             if runs:
-                report(runs, served.request_timeout_s, args.png)
+                report(runs, served.request_timeout_s, args.png, args.rate_limit_rps)
 
 
 if __name__ == "__main__":

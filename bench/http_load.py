@@ -9,13 +9,20 @@ What it does (bounded in time; every server it starts, it stops):
 1. installs wrk with apt-get if it is missing;
 2. makes sure the dataset (data/raw, else the synthetic 1M set) and the model artifacts exist;
 3. loads ``--rows`` applications into its own database ``fraudscore_bench`` (migrated, COPY);
-4. for each worker count: starts ``python -m fraudscore_adapters serve`` on that database,
-   drives ``/predict/sync`` and ``/predict/async`` at each connection count with random user
-   ids (wrk -t1, POST), and checks that every 2xx has its prediction row (rows written minus
-   2xx must lie in [0, connections]: requests still in flight when wrk stops are answered and
-   recorded after it counted);
+4. for each worker count: makes an API key for the server with its command line and its
+   environment (``keys create``, in the database; revoked when the server stops), starts
+   ``python -m fraudscore_adapters serve`` on that database, pinned to the model
+   (``FRAUDSCORE_MODEL_SHA256``) and with the rate limit on but far above the measured rates
+   (``--rate-limit-rps``, default 1e6 per key per worker: what is measured is the cost of
+   authentication and rate limiting, not refusals), checks one request with the key gets 200
+   and one without gets 401, drives ``/predict/sync`` and ``/predict/async`` at each connection
+   count with random user ids (wrk -t1, POST, every request with ``Authorization: Bearer
+   <key>``), and checks that every 2xx has its prediction row (rows written minus 2xx must lie
+   in [0, connections]: requests still in flight when wrk stops are answered and recorded
+   after it counted);
 5. the same for the seed stack (``../shared/peers/seed-stack``, copied to /tmp, its own venv and
-   model), fed the same applications in its own database ``peer``;
+   model; it has no authentication: its requests carry no key), fed the same applications in
+   its own database ``peer``;
 6. with ``--floors``, the same wrk runs against a raw ASGI app and a bare Litestar route
    (``bench/floor_apps.py``): what the server and the framework cost on their own;
 7. with ``--outage COMMAND``, one more run per route at the most connections with COMMAND run
@@ -54,6 +61,7 @@ from fraudscore_adapters.bulkload import copy_features
 from fraudscore_adapters.dataset import dataset_path, log
 from fraudscore_adapters.migrate import apply_migrations
 from fraudscore_adapters.settings import Settings
+from fraudscore_adapters.xgb import manifest_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 LUA = ROOT / "bench" / "wrk_random_ids.lua"
@@ -162,14 +170,90 @@ def cpu_seconds(session: int | None) -> float:
     return total / CLOCK_TICK
 
 
-def wrk(path: str, conns: int, seconds: int, n_ids: int) -> dict[str, float]:
+def wrk(path: str, conns: int, seconds: int, n_ids: int, key: str | None) -> dict[str, float]:
+    """One wrk run; with ``key``, every request carries it (the Lua script reads WRK_API_KEY)."""
+    env = {k: v for k, v in os.environ.items() if k != "WRK_API_KEY"}
+    if key:
+        env["WRK_API_KEY"] = key
     result = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA),
          f"http://127.0.0.1:{PORT}", "--", path, str(n_ids)],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
     parsed: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
     return parsed
+
+
+def fraudscore_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """``python -m fraudscore_adapters ARGS`` with a server's environment; its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fraudscore_adapters", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"`{' '.join(args)}` exited {done.returncode}: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def create_key(env: dict[str, str], cwd: Path, name: str) -> str:
+    """A new ``predict`` key made by the command line with the server's environment (so in the
+    server's database, or its keys file)."""
+    key = fraudscore_cli(env, cwd, "keys", "create", "--name", name).strip()
+    if not key.startswith("fsk_"):
+        raise RuntimeError(f"`keys create` printed no key: {key[:20]!r}...")
+    return key
+
+
+def key_id(key: str) -> str:
+    """The public id in a key (``fsk_<id>_<secret>``)."""
+    return key.split("_")[1]
+
+
+@contextlib.contextmanager
+def api_key(env: dict[str, str], cwd: Path, name: str) -> Iterator[str]:
+    """A key for one server, revoked afterwards (the benchmark database outlives the run)."""
+    key = create_key(env, cwd, name)
+    log(f"  API key {key_id(key)} ({name!r}) made with `keys create`")
+    try:
+        yield key
+    finally:
+        try:
+            fraudscore_cli(env, cwd, "keys", "revoke", key_id(key))
+        except RuntimeError as exc:
+            log(f"  could not revoke API key {key_id(key)}: {exc}")
+
+
+def check_key(port: int, key: str) -> None:
+    """One request with the key must get 200 and one without 401: the load that follows is
+    authenticated, and authentication is on."""
+    url = f"http://127.0.0.1:{port}/predict/sync/0"
+    keyed = httpx.post(url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    bare = httpx.post(url, timeout=10)
+    if keyed.status_code != 200 or bare.status_code != 401:
+        raise RuntimeError(
+            f"with the key {keyed.status_code} (want 200), without {bare.status_code} (want 401):"
+            f" {keyed.text[:300]}"
+        )
+    log("  a request with the key: 200; without: 401")
+
+
+def server_auth_env(artifact_dir: Path, rate_limit_rps: float) -> dict[str, str]:
+    """The settings of a fraudscore server under load: pinned to the model (required on
+    PostgreSQL), rate limit on but above any measured rate."""
+    return {
+        "FRAUDSCORE_MODEL_SHA256": manifest_sha256(artifact_dir),
+        "FRAUDSCORE_RATE_LIMIT_RPS": f"{rate_limit_rps:g}",
+    }
+
+
+def auth_banner(rate_limit_rps: float) -> str:
+    """What the header of a benchmark says about keys and the rate limit."""
+    burst = Settings.from_env({}, dotenv=ROOT / ".env").rate_limit_burst  # the servers' own
+    return (
+        "fraudscore requests carry an API key (Authorization: Bearer, made by `keys create`);"
+        f" rate limit on: FRAUDSCORE_RATE_LIMIT_RPS={rate_limit_rps:g} per key per worker,"
+        f" burst {burst:,}"
+    )
 
 
 def wait_healthy(process: subprocess.Popen[bytes], port: int, logfile: Path, label: str) -> None:
@@ -208,19 +292,21 @@ def measure(
     db_url: str | None,
     args: argparse.Namespace,
     *,
+    key: str | None = None,
     routes: tuple[str, ...] = ("sync", "async"),
     conns_list: tuple[int, ...] | None = None,
     during: str | None = None,
 ) -> list[Run]:
     """wrk on each route at each connection count; ``db_url`` None: no rows to check.
 
+    ``key``: the API key every request carries (None: no Authorization header).
     ``during``: a shell command run 5 s into each measured wrk run (e.g. restart the database).
     """
     runs = []
     for route in routes:
         for conns in conns_list or args.conns:
             path = f"/predict/{route}/"
-            wrk(path, conns, args.warmup, args.rows)
+            wrk(path, conns, args.warmup, args.rows, key)
             before = settled_rows(db_url) if db_url else 0
             cpu = cpu_seconds(session), cpu_seconds(None)
             event = None
@@ -229,7 +315,7 @@ def measure(
                     5, subprocess.run, (during,), {"shell": True, "check": True}
                 )
                 event.start()
-            out = wrk(path, conns, args.duration, args.rows)
+            out = wrk(path, conns, args.duration, args.rows, key)
             if event:
                 event.join()
             cpu = cpu_seconds(session) - cpu[0], cpu_seconds(None) - cpu[1]
@@ -269,13 +355,18 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
             "FRAUDSCORE_FAST_PATH": fast_path,
             "FRAUDSCORE_BATCH_CONCURRENCY": str(bc),
         }
+        env |= server_auth_env(settings.artifact_dir.resolve(), args.rate_limit_rps)
         log(f"fraudscore, {workers} worker(s), fast path {fast_path}, {bc} batch(es) in flight")
         command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
-        with running(command, ROOT, env, f"fraudscore-w{workers}") as session:
-            runs += measure(stack, workers, session, db_url, args)
+        with (
+            api_key(env, ROOT, f"bench-http-load-w{workers}") as key,
+            running(command, ROOT, env, f"fraudscore-w{workers}") as session,
+        ):
+            check_key(PORT, key)
+            runs += measure(stack, workers, session, db_url, args, key=key)
             if args.outage:
                 log(f"  with `{args.outage}` 5 s into each run")
-                runs += measure(f"{stack}+outage", workers, session, db_url, args,
+                runs += measure(f"{stack}+outage", workers, session, db_url, args, key=key,
                                 conns_list=(max(args.conns),), during=args.outage)  # fmt: skip
     return runs
 
@@ -344,9 +435,10 @@ def bench_peer(db_url: str, args: argparse.Namespace) -> list[Run]:
     return runs
 
 
-def report(runs: list[Run]) -> None:
+def report(runs: list[Run], rate_limit_rps: float) -> None:
     peer = {(r.workers, r.route, r.conns): r for r in runs if r.stack == "seed-stack"}
-    print(f"\n{'stack':<18}{'w':>2}{'route':>7}{'conns':>6}{'req/s':>9}{'p50 ms':>9}"
+    print(f"\n{auth_banner(rate_limit_rps)}; the seed stack has no authentication (no key)")
+    print(f"{'stack':<18}{'w':>2}{'route':>7}{'conns':>6}{'req/s':>9}{'p50 ms':>9}"
           f"{'p99 ms':>9}{'errors':>8}{'rows':>6}{'x seed':>8}"
           f"{'server CPU/req':>16}{'PG CPU/req':>12}")  # fmt: skip
     for r in runs:
@@ -392,9 +484,17 @@ def main() -> None:
         help="batches in flight per route and worker (more than one value labels rows /bN)",
     )
     parser.add_argument(
+        "--rate-limit-rps",
+        type=float,
+        default=1e6,
+        help="FRAUDSCORE_RATE_LIMIT_RPS of the fraudscore servers: on, per key and worker, and"
+        " high enough never to refuse the measured load",
+    )
+    parser.add_argument(
         "--url", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")
     )
     args = parser.parse_args()
+    log(auth_banner(args.rate_limit_rps))
     ensure_wrk()
     settings = Settings.from_env(os.environ)
     data = dataset_path(settings)
@@ -405,7 +505,7 @@ def main() -> None:
         runs += bench_floors(args)
     if not args.no_peer:
         runs += bench_peer(prepare_peer(args.url, data, args.rows), args)
-    report(runs)
+    report(runs, args.rate_limit_rps)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
 """A small asyncio HTTP/1.1 keep-alive load generator, for ``bench/chaos.py``.
 
 Not a general client: each connection sends ``POST /predict/{route}/{user_id}`` requests (no
-body) back to back on one keep-alive socket, reads the status line, the headers and a
-``Content-Length`` (or chunked) body, and records one :class:`Answer` per attempt: when it was
-sent, how long the answer took, the status, the problem ``type`` of a non-2xx, whether
-``Retry-After`` came with it, the body's size and the ``prediction_id`` of a 2xx. A socket the
-server closes is opened again; a refused connection is retried after a pause. Client-side
-failures are answers with status 0 and a ``kind``: ``refused``, ``reset``, ``closed`` (EOF
-before any byte of the answer), ``truncated``, ``timeout`` (no answer within
-:data:`CLIENT_TIMEOUT_S`), ``connect-timeout``, or an errno name.
+body; with an API key, ``Authorization: Bearer <key>``) back to back on one keep-alive
+socket, reads the status line, the headers and a ``Content-Length`` (or chunked) body, and
+records one :class:`Answer` per attempt: when it was sent, how long the answer took, the
+status, the problem ``type`` of a non-2xx, whether ``Retry-After`` came with it, the body's
+size and the ``prediction_id`` of a 2xx. A socket the server closes is opened again; a
+refused connection is retried after a pause. Client-side failures are answers with status 0
+and a ``kind``: ``refused``, ``reset``, ``closed`` (EOF before any byte of the answer),
+``truncated``, ``timeout`` (no answer within :data:`CLIENT_TIMEOUT_S`), ``connect-timeout``,
+or an errno name.
 
 :func:`poll` asks a GET route at a steady interval on its own connection (readiness, liveness).
 Run it on uvloop (``uvloop.run``): the generator is CPU-bound Python and must stay well below
@@ -208,13 +209,19 @@ async def _connect(conn: _Connection, route: str, user_id: int) -> Answer | None
     return None
 
 
-async def _request(conn: _Connection, route: str, user_id: int) -> Answer:
+def _authorization(key: str | None) -> str:
+    """The header lines that carry ``key`` (none without one)."""
+    return f"Authorization: Bearer {key}\r\n" if key else ""
+
+
+async def _request(conn: _Connection, route: str, user_id: int, auth: str = "") -> Answer:
     if not conn.is_open:
         refused = await _connect(conn, route, user_id)
         if refused is not None:
             return refused
     request = (
-        f"POST /predict/{route}/{user_id} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n"
+        f"POST /predict/{route}/{user_id} HTTP/1.1\r\nHost: {HOST}\r\n{auth}"
+        "Content-Length: 0\r\n\r\n"
     ).encode()
     sent = time.monotonic()
     try:
@@ -235,14 +242,18 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 
 
 async def _worker(
-    port: int, requests: Iterator[tuple[str, int]], stop: asyncio.Event, out: list[Answer]
+    port: int,
+    requests: Iterator[tuple[str, int]],
+    stop: asyncio.Event,
+    out: list[Answer],
+    auth: str,
 ) -> None:
     conn = _Connection(port)
     try:
         for route, user_id in requests:
             if stop.is_set():
                 break
-            answer = await _request(conn, route, user_id)
+            answer = await _request(conn, route, user_id, auth)
             out.append(answer)
             if answer.status == 0 and not conn.is_open:
                 await _pause(stop, RECONNECT_PAUSE_S if answer.kind != "timeout" else 0)
@@ -255,11 +266,13 @@ async def drive(
     streams: Sequence[Iterator[tuple[str, int]]],
     stop: asyncio.Event,
     out: list[Answer],
+    key: str | None = None,
 ) -> None:
     """One connection per stream of ``(route, user_id)``, each sending back to back until its
     stream ends or ``stop`` is set (the request in flight is still awaited); answers to
-    ``out``."""
-    await asyncio.gather(*(_worker(port, stream, stop, out) for stream in streams))
+    ``out``. With ``key``, every request carries ``Authorization: Bearer <key>``."""
+    auth = _authorization(key)
+    await asyncio.gather(*(_worker(port, stream, stop, out, auth) for stream in streams))
 
 
 def random_requests(

@@ -1,5 +1,7 @@
 -- wrk: POST to <prefix><random user id in [0, n)>, and print one JSON line of results.
--- usage: wrk -s bench/wrk_random_ids.lua URL -- <prefix> <n>
+-- usage: [WRK_API_KEY=<key>] wrk -s bench/wrk_random_ids.lua URL -- <prefix> <n>
+-- With WRK_API_KEY set (non-empty), every request carries `Authorization: Bearer <key>`;
+-- the key comes from the environment, not the command line, so it is not in the process list.
 local thread_no = 0
 function setup(thread)
   thread:set("thread_no", thread_no)
@@ -9,11 +11,16 @@ end
 function init(args)
   prefix = args[1]
   n = tonumber(args[2])
+  headers = {}
+  local key = os.getenv("WRK_API_KEY")
+  if key and key ~= "" then
+    headers["Authorization"] = "Bearer " .. key
+  end
   math.randomseed(os.time() + thread_no * 104729)
 end
 
 function request()
-  return wrk.format("POST", prefix .. math.random(0, n - 1))
+  return wrk.format("POST", prefix .. math.random(0, n - 1), headers)
 end
 
 function done(summary, latency, requests)
