@@ -143,12 +143,7 @@ def keys_at(
 ) -> KeysAt:
     """A clean environment whose `keys` commands use a fresh migrated database, or a keys
     file under FRAUDSCORE_DATA_DIR."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("DATABASE_URL", "MIGRATIONS_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name in [n for n in os.environ if n.startswith("FRAUDSCORE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("FRAUDSCORE_DATA_DIR", str(tmp_path / "data"))
+    _no_database(monkeypatch, tmp_path)
     if request.param == "file":
         return _file_keys(tmp_path / "data" / "api_keys.json")
     url = request.getfixturevalue("empty_database_url")
@@ -156,6 +151,16 @@ def keys_at(
     monkeypatch.setenv("FRAUDSCORE_MIGRATIONS_DIR", str(MIGRATIONS))
     assert cli.main(["migrate"]) == 0
     return _database_keys(url)
+
+
+def _no_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Run in ``tmp_path`` with no database and no FRAUDSCORE_* setting but the data dir."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "MIGRATIONS_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("FRAUDSCORE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FRAUDSCORE_DATA_DIR", str(tmp_path / "data"))
 
 
 def _create(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, str]:
@@ -224,11 +229,7 @@ def test_keys_create_list_revoke(keys_at: KeysAt, capsys: pytest.CaptureFixture[
 def test_the_keys_file_is_private(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.delenv("MIGRATIONS_DATABASE_URL", raising=False)
-    monkeypatch.delenv("FRAUDSCORE_KEYS_FILE", raising=False)
-    monkeypatch.setenv("FRAUDSCORE_DATA_DIR", str(tmp_path / "data"))
+    _no_database(monkeypatch, tmp_path)
     path = tmp_path / "data" / "api_keys.json"
     key, err = _create(capsys, "--name", "alice")
     assert f"in {path};" in err
@@ -299,10 +300,7 @@ def test_keys_go_to_migrations_database_url_when_set(
 def test_a_keys_file_named_by_fraudscore_keys_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.delenv("MIGRATIONS_DATABASE_URL", raising=False)
-    monkeypatch.setenv("FRAUDSCORE_DATA_DIR", str(tmp_path / "data"))
+    _no_database(monkeypatch, tmp_path)
     path = tmp_path / "elsewhere" / "keys.json"
     monkeypatch.setenv("FRAUDSCORE_KEYS_FILE", str(path))
     key, err = _create(capsys, "--name", "alice")

@@ -332,9 +332,14 @@ def test_the_composition_root_serves_the_real_model(
     )
     with TestClient(build_app(settings)) as client:
         client.headers.update(bearer(key))
-        sync = client.post("/predict/sync/5").json()
-        async_ = client.post("/predict/async/5").json()
-        assert client.get("/readyz").status_code == 200
+        assert_the_model_answers(client, 5)
+
+
+def assert_the_model_answers(client: Client, user_id: int) -> None:
+    """Both routes give a real XGBoost model's probability (the same one), and readiness."""
+    sync = client.post(f"/predict/sync/{user_id}").json()
+    async_ = client.post(f"/predict/async/{user_id}").json()
+    assert client.get("/readyz").status_code == 200
     assert sync["model_version"].startswith("xgb-")
     assert sync["probability"] == async_["probability"]
     assert 0 < sync["probability"] < 1
@@ -347,12 +352,7 @@ def test_the_seam_serves_a_tiny_real_model_on_memory_stores(
     world.scorer = XGBScorer.load(tiny_model[1])
     with TestClient(world.app()) as client:
         client.headers.update(world.auth)
-        sync = client.post("/predict/sync/1").json()
-        async_ = client.post("/predict/async/1").json()
-        assert client.get("/readyz").status_code == 200
-    assert sync["model_version"].startswith("xgb-")
-    assert sync["probability"] == async_["probability"]
-    assert 0 < sync["probability"] < 1
+        assert_the_model_answers(client, 1)
     assert [p.caller for p in world.sink.records] == [world.record.id] * 2
 
 
