@@ -67,6 +67,10 @@ rollback: $(VENV_STAMP) ## Roll back the newest migration (needs DATABASE_URL)
 load-features: $(VENV_STAMP) ## COPY the dataset's cleaned features into PostgreSQL (needs DATABASE_URL)
 	$(FS) load-features
 
+.PHONY: score
+score: $(VENV_STAMP) ## Score a BAF file offline (INPUT=in.csv|.parquet OUT=out.parquet|.csv; RECORD=1, DROP_INVALID=1)
+	$(FS) score "$(INPUT)" --out "$(OUT)" $(if $(RECORD),--record) $(if $(DROP_INVALID),--drop-invalid)
+
 .PHONY: key
 key: $(VENV_STAMP) ## Create an API key, printed once (NAME=me; SCOPES="predict admin"; DATABASE_URL: in the db)
 	$(FS) keys create --name "$(or $(NAME),$(USER),me)" $(foreach s,$(or $(SCOPES),predict),--scope $(s))

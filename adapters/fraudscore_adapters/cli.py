@@ -1,7 +1,8 @@
 """Command line of the composition root: ``python -m fraudscore_adapters COMMAND``.
 
 Commands: ``data`` (make sure a dataset exists), ``train``, ``migrate``, ``rollback``,
-``load-features``, ``keys`` (create, list, revoke API keys), ``model-pin``, ``serve``, ``run``.
+``load-features``, ``score`` (score a BAF file offline), ``keys`` (create, list, revoke API keys),
+``model-pin``, ``serve``, ``run``.
 Settings come from the environment and ``.env`` once, here.
 """
 
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from fraudscore import FraudscoreError
 from fraudscore_adapters.access import SCOPES, ApiKey, FileKeyStore, KeyStore, mint
@@ -109,6 +111,61 @@ def cmd_load_features(settings: Settings, args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - started
     rate = frame.height / seconds
     log(f"loaded {frame.height:,} applications in {seconds:.1f}s ({rate:,.0f} rows/s)")
+
+
+def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
+    """Score a BAF file offline into Parquet or CSV (--record: also into PostgreSQL)."""
+    from fraudscore_adapters import batchscore  # noqa: PLC0415
+    from fraudscore_adapters.xgb import XGBScorer, required_pin  # noqa: PLC0415
+
+    source, out = Path(args.input), Path(args.out)
+    try:  # every argument is checked before the model or the file is read
+        batchscore.output_format(out)
+    except batchscore.OutputFormatError as exc:
+        raise SettingsError(str(exc)) from None
+    if args.chunk_rows < 1:
+        raise SettingsError(f"--chunk-rows must be at least 1, not {args.chunk_rows}")
+    url = _database_url(settings, migrations=True) if args.record else None
+    # recording is production: the model must be pinned unless the operator opted out
+    pin = required_pin(
+        settings.model_sha256,
+        production=args.record,
+        allow_unpinned=settings.allow_unpinned_model == "on",
+    )
+    started = time.perf_counter()
+    scorer = XGBScorer.load(settings.artifact_dir, threads=os.cpu_count() or 1, pin=pin)
+    log(f"model {scorer.model_version} (threshold {scorer.threshold:.6f}); reading and"
+        f" validating {source}")  # fmt: skip
+    frame, report = batchscore.read_applications(source, drop_invalid=args.drop_invalid)
+    if report.dropped:
+        log(f"dropped {report.dropped:,} invalid rows: " + "; ".join(map(str, report.problems)))
+    log(f"{report.rows_in:,} rows read, {frame.height:,} valid")
+    scoring = time.perf_counter()
+    scored = batchscore.score_frame(
+        scorer, frame, chunk_rows=args.chunk_rows, progress=progress_printer("scored")
+    )
+    seconds = time.perf_counter() - scoring
+    log(f"scored {scored.height:,} rows in {seconds:.1f}s ({scored.height / seconds:,.0f} rows/s)"
+        f"; {int(scored['is_fraud'].sum()):,} flagged as fraud")  # fmt: skip
+
+    def record() -> None:
+        if url is None:
+            return
+        import psycopg  # noqa: PLC0415
+
+        from fraudscore_adapters.postgres import store_errors  # noqa: PLC0415
+
+        recording = time.perf_counter()
+        # as the owner, like load-features: COPY in one transaction, committed before the
+        # output file is renamed into place
+        with store_errors("connecting"), psycopg.connect(url) as conn:
+            batchscore.copy_predictions(conn, scored, progress=progress_printer("recorded"))
+        took = time.perf_counter() - recording
+        log(f"recorded {scored.height:,} predictions (route {batchscore.ROUTE!r}) in"
+            f" {took:.1f}s ({scored.height / took:,.0f} rows/s)")  # fmt: skip
+
+    batchscore.write_output(scored, out, before_rename=record)
+    log(f"wrote {out} ({scored.height:,} rows) in {time.perf_counter() - started:.1f}s in all")
 
 
 def _keys(settings: Settings) -> KeyStore:
@@ -279,6 +336,7 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "rollback": cmd_rollback,
     "load-features": cmd_load_features,
+    "score": cmd_score,
     "keys": cmd_keys,
     "model-pin": cmd_model_pin,
     "serve": cmd_serve,
@@ -295,6 +353,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["run"].add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     sub.choices["rollback"].add_argument("--count", type=int, default=1, help="how many")
     sub.choices["load-features"].add_argument("--drop-invalid", action="store_true")
+    score = sub.choices["score"]
+    score.add_argument("input", help="the BAF file: .csv (Kaggle layout) or .parquet")
+    score.add_argument("--out", required=True, help="where to write: .parquet or .csv")
+    score.add_argument("--drop-invalid", action="store_true", help="skip invalid rows (reported)")
+    score.add_argument(
+        "--record", action="store_true", help="also COPY the predictions into PostgreSQL"
+    )
+    score.add_argument("--chunk-rows", type=int, default=100_000, help="rows scored at a time")
     keys = sub.choices["keys"].add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="mint a key; it is printed once, on stdout")
     create.add_argument("--name", required=True, help="who or what the key is for")
