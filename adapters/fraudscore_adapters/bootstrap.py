@@ -32,7 +32,7 @@ from fraudscore.ports import (
     PredictionSink,
     Scorer,
 )
-from fraudscore_adapters import memory, postgres
+from fraudscore_adapters import logs, memory, postgres
 from fraudscore_adapters.access import FileKeyStore, Gate, KeyStore, keep_fresh, refresh
 from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.batching import ThreadScorer
@@ -288,5 +288,6 @@ def build_app(settings: Settings, parts: Parts | None = None) -> Litestar | Fast
 
 def app_from_env() -> Litestar | FastPredictRoutes:
     """The server's factory: settings from the environment and ``.env``, read once here."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return build_app(Settings.from_env(os.environ))
+    settings = Settings.from_env(os.environ)
+    logs.configure(settings.log_format)
+    return build_app(settings)

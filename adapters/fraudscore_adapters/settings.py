@@ -31,6 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "split": ("random", "temporal"),
     "server": ("granian", "uvicorn"),
     "allow_unpinned_model": ("on", "off"),
+    "log_format": ("text", "json"),
 }
 _AT_LEAST_ONE = (
     "workers",
@@ -147,6 +148,9 @@ class Settings:
     allow_unpinned_model: str = "off"
     """``on`` lets a server with DATABASE_URL set start without FRAUDSCORE_MODEL_SHA256
     (production refuses to by default); the embedded default never requires a pin."""
+    log_format: str = "text"
+    """The server's logs: ``text`` (a line per event) or ``json`` (one JSON object a line:
+    time, level, logger, message, the request id when known, the traceback when any)."""
 
     @property
     def raw_dir(self) -> Path:

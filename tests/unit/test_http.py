@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -410,9 +411,16 @@ class Spy:
 Seen = tuple[int, dict[str, str], object]
 
 
+GENERATED_ID = re.compile(r"[0-9a-f]{16}-[0-9]+")
+"""A request id the app made up (``fraudscore_adapters.logs.new_request_id``)."""
+
+
 def comparable(response: httpx.Response) -> Seen:
-    """Status, headers and body, minus what differs per prediction (id, time, their length)."""
+    """Status, headers and body, minus what differs per prediction (id, time, their length)
+    and per request (a request id the app made up)."""
     headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    if GENERATED_ID.fullmatch(headers.get("x-request-id", "")):
+        headers["x-request-id"] = "<generated>"
     body = response.json() if response.content else None
     if response.status_code == 200 and isinstance(body, dict):
         for varying in ("prediction_id", "created_at"):
@@ -965,3 +973,102 @@ def test_a_request_whose_client_left_while_queued_is_not_scored_or_recorded(
         hanging.release.set()
     assert [p.user_id for p in world.sink.records] == [1]  # user 2 was never scored
     assert all(m.get("status") != 200 for m in sent)
+
+
+# --- Request ids: X-Request-ID on every predict response, alike on both paths -------------
+
+SANE_ID = "caller-42_A.b:c"
+BAD_IDS = {
+    "empty": b"",
+    "a space": b"two words",
+    "a slash": b"a/b",
+    "too long": b"x" * 129,
+    "not ASCII": "café".encode(),
+    "a forged log line": b'x", "level": "CRITICAL',
+}
+"""X-Request-ID values that are replaced by a new id, never echoed."""
+OUTCOMES = ["200", "401", "429", "503", "500"]
+
+
+def request_id_world(
+    world: World, outcome: str
+) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
+    """Settings and headers (without X-Request-ID) for ``outcome`` on ``/predict/*/1``."""
+    if outcome == "503":
+        world.sink_port = DownSink()
+    elif outcome == "500":
+        world.features = Exploding()
+    settings = {"rate_limit_rps": 1.0, "rate_limit_burst": 1} if outcome == "429" else {}
+    auth = [] if outcome == "401" else [(b"authorization", f"Bearer {world.key}".encode())]
+    return settings, auth
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+@pytest.mark.parametrize("sent", ["sane", "missing", *BAD_IDS])
+def test_the_request_id_is_answered_alike_on_both_paths(
+    world: World, sent: str, outcome: str
+) -> None:
+    """A sane X-Request-ID comes back as sent; a missing or bad one is replaced by a new id;
+    on both routes, both paths, answered or refused; byte for byte alike."""
+    settings, auth = request_id_world(world, outcome)
+    given = {"sane": [(b"x-request-id", SANE_ID.encode())], "missing": []}.get(sent)
+    if given is None:
+        given = [(b"x-request-id", BAD_IDS[sent])]
+    headers = httpx.Headers(auth + given)
+    fast, _ = exchange(world, True, REQUESTS, headers, **settings)
+    slow, _ = exchange(world, False, REQUESTS, headers, **settings)
+    assert fast == slow
+    expected = SANE_ID if sent == "sane" else "<generated>"
+    for (method, path, options, by_fast_path), (status, answered, _) in zip(
+        REQUESTS, fast, strict=True
+    ):
+        if by_fast_path or (method == "POST" and options == {"content": b"{}"}):
+            assert answered.get("x-request-id") == expected, (path, status)
+    statuses = {status for status, _, _ in fast}
+    assert int(outcome) in statuses or outcome == "429"  # the 1st passes, later ones do not
+    if outcome == "429":
+        assert 429 in statuses
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_new_request_ids_are_unique_and_never_echo_a_bad_one(world: World, fast_path: str) -> None:
+    auth = [(b"authorization", f"Bearer {world.key}".encode())]
+    with TestClient(world.app(fast_path=fast_path)) as client:
+        answers = [
+            client.post(f"/predict/{route}/{user}", headers=httpx.Headers([*auth, *extra]))
+            for route in ("sync", "async")
+            for user in ("1", "3", "x")  # 200, 404, 400
+            for extra in ([], [(b"x-request-id", b"bad id")], [(b"x-request-id", "é".encode())])
+        ]
+        ids = [answer.headers["x-request-id"] for answer in answers]
+        assert all(GENERATED_ID.fullmatch(i) for i in ids), ids
+        assert len(set(ids)) == len(ids)
+        # Other routes carry none, even after predict requests (nothing leaks between them).
+        for other in (client.get("/healthcheck"), client.get("/readyz"), client.post("/x")):
+            assert "x-request-id" not in other.headers
+
+
+def test_the_documented_user_id_pattern_is_exactly_the_id_rule() -> None:
+    """A fuzzer takes the OpenAPI pattern at its word: every id it allows must be accepted
+    (a 19-digit id above 2**63-1 matched the old ``[0-9]{1,19}`` and got a 400)."""
+    import random  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    from fraudscore import parse_user_id  # noqa: PLC0415
+    from fraudscore_adapters.http.app import USER_ID_PATTERN  # noqa: PLC0415
+
+    def accepted(text: str) -> bool:
+        try:
+            parse_user_id(text)
+        except FraudscoreError:
+            return False
+        return True
+
+    pattern = re.compile(USER_ID_PATTERN)
+    top = str(2**63 - 1)
+    near = [top, str(2**63), str(2**63 - 2), "9" * 19, "0" * 19, "0" * 20, "1" * 18, "", "x1"]
+    near += [top[:i] + d + top[i + 1 :] for i in range(19) for d in "0123456789"]
+    rng = random.Random(7)
+    sampled = ["".join(rng.choices("0123456789", k=rng.randint(1, 20))) for _ in range(20_000)]
+    for text in near + sampled:
+        assert bool(pattern.match(text)) == accepted(text), text

@@ -37,7 +37,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import PathParameter
 
-from fraudscore import AsyncScoringService, ScoringService
+from fraudscore import MAX_USER_ID, AsyncScoringService, ScoringService
 from fraudscore_adapters.access import Gate
 from fraudscore_adapters.batching import DEFAULT_BATCHING, BatchedPredictions, Batching
 from fraudscore_adapters.http.fastpath import FastPredictRoutes
@@ -49,12 +49,32 @@ __all__ = ["Batching", "Runtime", "RuntimeFactory", "create_app"]
 
 log = logging.getLogger("fraudscore.http")
 
+
+def at_most(limit: int) -> str:
+    """A regular expression for the decimal strings of 0 to ``limit`` (leading zeros allowed,
+    no more digits than ``limit`` has): shorter strings, then for each digit of ``limit`` its
+    prefix followed by a smaller digit and anything, then ``limit`` itself."""
+    digits = str(limit)
+    branches = [f"[0-9]{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):
+        if digit != "0":
+            rest = len(digits) - i - 1
+            tail = f"[0-9]{{{rest}}}" if rest else ""
+            branches.append(f"{digits[:i]}[0-{int(digit) - 1}]{tail}")
+    branches.append(digits)
+    return f"^(?:{'|'.join(branches)})$"
+
+
+USER_ID_PATTERN = at_most(MAX_USER_ID)
+"""The documented shape of a user id: exactly the strings the core's parse_user_id takes."""
+
 UserIdPath = Annotated[
     str,
     PathParameter(
         description="The user's id: 1 to 19 decimal digits, at most 2**63-1 (a bigint).",
-        # documented, and enforced by the core's parse_user_id, whose 400 names the rule
-        schema_extra={"pattern": "^[0-9]{1,19}$"},
+        # documented exactly (a fuzzer's schema-valid id must be accepted), and enforced by
+        # the core's parse_user_id, whose 400 names the rule
+        schema_extra={"pattern": USER_ID_PATTERN},
     ),
 ]
 
@@ -238,11 +258,14 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
     """One handler per predict route: the same code, only the batcher differs."""
 
     def route(name: str, doc: str) -> HTTPRouteHandler:
-        async def predict(user_id: UserIdPath, request: Request[Any, Any, Any]) -> PredictionOut:
+        async def predict(
+            user_id: UserIdPath, request: Request[Any, Any, Any]
+        ) -> Response[PredictionOut]:
             headers = request.scope["headers"]
-            return PredictionOut.of(
-                await holder.door.predict(name, user_id, headers, request.receive)
+            prediction, request_id = await holder.door.predict(
+                name, user_id, headers, request.receive
             )
+            return Response(PredictionOut.of(prediction), headers={"x-request-id": request_id})
 
         predict.__name__, predict.__doc__ = f"predict_{name}", doc
         return post(
@@ -276,6 +299,9 @@ def create_app(
         lifespan=[_lifespan(holder, runtime, batching)],
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
+        # Logging is configured once, by the composition root (fraudscore_adapters.logs):
+        # Litestar's default config would replace the root logger's handlers with its own.
+        logging_config=None,
         openapi_config=OpenAPIConfig(title="fraudscore", version="0.1.0", components=_COMPONENTS),
         debug=debug,
     )

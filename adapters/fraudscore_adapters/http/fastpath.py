@@ -28,7 +28,7 @@ from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receiv
 
 from fraudscore import FraudscoreError
 from fraudscore_adapters.batching import ClientGone
-from fraudscore_adapters.http.frontdoor import FrontDoor
+from fraudscore_adapters.http.frontdoor import FrontDoor, request_id_header
 from fraudscore_adapters.http.problems import (
     PROBLEM_MEDIA_TYPE,
     domain_problem,
@@ -36,6 +36,7 @@ from fraudscore_adapters.http.problems import (
     unexpected_problem,
 )
 from fraudscore_adapters.http.schemas import PredictionOut
+from fraudscore_adapters.logs import REQUEST_ID_HEADER
 
 __all__ = ["PREDICT_PREFIX", "FastPredictRoutes"]
 
@@ -75,19 +76,29 @@ class FastPredictRoutes:
     ) -> None:
         path = scope["path"]
         try:
-            prediction = await self._door.predict(route, user_id, scope["headers"], receive)
+            prediction, request_id = await self._door.predict(
+                route, user_id, scope["headers"], receive
+            )
         except ClientGone:
             return  # nobody to answer
         except FraudscoreError as exc:
             problem = domain_problem(exc, "POST", path)
             extra = problem_headers(exc, self._retry_after_s) or {}
             headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+            headers += _named()
             await _respond(send, problem.status, _PROBLEM, _ENCODER.encode(problem), headers)
         except Exception as exc:
             problem = unexpected_problem(exc, "POST", path)
-            await _respond(send, problem.status, _PROBLEM, _ENCODER.encode(problem))
+            await _respond(send, problem.status, _PROBLEM, _ENCODER.encode(problem), _named())
         else:
-            await _respond(send, 200, _JSON, _ENCODER.encode(PredictionOut.of(prediction)))
+            body = _ENCODER.encode(PredictionOut.of(prediction))
+            await _respond(send, 200, _JSON, body, [(REQUEST_ID_HEADER, request_id.encode())])
+
+
+def _named() -> list[tuple[bytes, bytes]]:
+    """The request id header of a problem: the front door set the id as it raised."""
+    header = request_id_header()
+    return [] if header is None else [header]
 
 
 def _bodiless(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -103,11 +114,10 @@ async def _respond(
     status: int,
     content_type: bytes,
     body: bytes,
-    extra: list[tuple[bytes, bytes]] | None = None,
+    extra: list[tuple[bytes, bytes]],
 ) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers += extra
+    headers += extra
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,

@@ -6,6 +6,14 @@ The predict routes are answered either by the fast path in front of Litestar
 would only see the second, so every cross-cutting step of a predict request lives here, once,
 and both call :meth:`FrontDoor.predict`:
 
+0. the request id (:mod:`~fraudscore_adapters.logs`): the caller's ``X-Request-ID`` when it
+   is sane, else a new one, which each path answers in the response's ``x-request-id``
+   however the request ends. It is returned with the prediction; on an error it is set as
+   :data:`~fraudscore_adapters.logs.REQUEST_ID` in the request's task before the error is
+   raised, so the records logged about it (the problem table's warnings and tracebacks)
+   carry it. Set on the way out, not in: the batch a request joins runs in tasks (and
+   threads) started from whichever request's task came first, which must not inherit that
+   one's id; and a request answered 200 logs nothing, so it pays no contextvar there;
 1. the gate (:mod:`~fraudscore_adapters.access.gate`): the API key, its scope, its rate;
 2. the route's batcher, with the key id as the caller (recorded with the prediction) and the
    client watched for a disconnect while the request waits (``WATCH_AFTER_S``).
@@ -25,8 +33,9 @@ from litestar.types import Receive
 from fraudscore import Prediction
 from fraudscore_adapters.access import Gate
 from fraudscore_adapters.batching import BatchedPredictions
+from fraudscore_adapters.logs import REQUEST_ID, REQUEST_ID_HEADER, accepted, new_request_id
 
-__all__ = ["FrontDoor", "authorization"]
+__all__ = ["FrontDoor", "request_id_header"]
 
 PREDICT_SCOPE = "predict"
 
@@ -45,22 +54,36 @@ class FrontDoor:
         user_id: str,
         headers: Iterable[tuple[bytes, bytes]],
         receive: Receive,
-    ) -> Prediction:
+    ) -> tuple[Prediction, str]:
         """Admit the request (raise :class:`~fraudscore_adapters.access.AccessDenied` if not:
-        nothing is looked up or recorded), then score it on ``route``'s batcher."""
-        if self.gate is None:
-            raise RuntimeError("the front door is used before the app started")
-        caller = self.gate.admit(authorization(headers), PREDICT_SCOPE)
-        watch = functools.partial(_disconnected, receive)
-        return await self.routes[route].predict(user_id, caller, watch)
+        nothing is looked up or recorded), then score it on ``route``'s batcher: its
+        prediction and its request id; on any error, :data:`~fraudscore_adapters.logs.REQUEST_ID`
+        is set to the request id before it is raised."""
+        key = asked = None
+        for name, value in headers:
+            if name == b"authorization":
+                if key is None:
+                    key = value
+            elif name == REQUEST_ID_HEADER and asked is None:
+                asked = value
+        request_id = (asked and accepted(asked)) or new_request_id()
+        try:
+            if self.gate is None:
+                raise RuntimeError("the front door is used before the app started")
+            caller = self.gate.admit(key, PREDICT_SCOPE)
+            watch = functools.partial(_disconnected, receive)
+            prediction = await self.routes[route].predict(user_id, caller, watch)
+        except BaseException:
+            REQUEST_ID.set(request_id)
+            raise
+        return prediction, request_id
 
 
-def authorization(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The ``Authorization`` header of an ASGI scope's (lower-cased) headers."""
-    for name, value in headers:
-        if name == b"authorization":
-            return value
-    return None
+def request_id_header() -> tuple[bytes, bytes] | None:
+    """The ``x-request-id`` response header of the predict request being handled in this
+    task (None outside one: :meth:`FrontDoor.predict` was not reached)."""
+    request_id = REQUEST_ID.get()
+    return None if request_id is None else (REQUEST_ID_HEADER, request_id.encode())
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -1,7 +1,9 @@
 """One table from errors to HTTP problems: the only place that knows status codes.
 
 Domain errors carry no HTTP status; this edge maps them. Unexpected exceptions become a plain
-500 problem (the traceback goes to the log, never to the client).
+500 problem (the traceback goes to the log, never to the client). The problems Litestar
+answers for a predict request carry its ``x-request-id``, as the fast path's do; those of
+other requests (or of a predict request refused before the front door, a 413) carry none.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fraudscore_adapters.access.gate import (
 )
 from fraudscore_adapters.batching import ClientGone, DeadlineExceeded, Overloaded, ShuttingDown
 from fraudscore_adapters.http.schemas import FieldProblemOut, Problem
+from fraudscore_adapters.logs import REQUEST_ID
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
@@ -41,6 +44,7 @@ __all__ = [
     "problem_headers",
     "problem_response",
     "unexpected_problem",
+    "with_request_id",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -74,13 +78,23 @@ _INTERNAL = _Kind(500, "internal-error", "Internal server error")
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
-    """A problem-details response."""
+    """A problem-details response (with the request id, as every Litestar response of a
+    predict request: :func:`with_request_id`)."""
     return Response(
         msgspec.json.encode(problem),
         status_code=problem.status,
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
+        headers=with_request_id(headers),
     )
+
+
+def with_request_id(headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    """``headers`` and the ``x-request-id`` of the predict request being handled in this
+    task, if any (set by :mod:`~fraudscore_adapters.http.frontdoor`)."""
+    request_id = REQUEST_ID.get()
+    if request_id is None:
+        return headers
+    return {**(headers or {}), "x-request-id": request_id}
 
 
 def _kind_of(exc: FraudscoreError) -> _Kind:
