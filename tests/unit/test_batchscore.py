@@ -209,29 +209,32 @@ def test_record_needs_a_database_url(
     only_outputs(env)
 
 
-def test_record_is_production_and_needs_a_pinned_model(
+@pytest.mark.parametrize(
+    ("setting", "value", "record", "says"),
+    [
+        # recording is production: a pin is required
+        ("MIGRATIONS_DATABASE_URL", "postgresql://u@127.0.0.1:1/db", True,
+         "FRAUDSCORE_MODEL_SHA256 is not"),
+        # a pin that is set is checked, recording or not
+        ("FRAUDSCORE_MODEL_SHA256", "0" * 64, False, "is not the pinned model"),
+    ],
+)  # fmt: skip
+def test_the_model_pin_is_enforced(
     env: Path,
     raw: pl.DataFrame,
+    *,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    setting: str,
+    value: str,
+    record: bool,
+    says: str,
 ) -> None:
     raw.write_parquet(env / "in.parquet")
-    monkeypatch.setenv("MIGRATIONS_DATABASE_URL", "postgresql://u@127.0.0.1:1/db")
-    assert score(env / "in.parquet", "--out", env / "out.parquet", "--record") == 2
-    assert "FRAUDSCORE_MODEL_SHA256 is not" in capsys.readouterr().err
-    only_outputs(env)
-
-
-def test_a_wrong_pin_is_refused_even_without_record(
-    env: Path,
-    raw: pl.DataFrame,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    raw.write_parquet(env / "in.parquet")
-    monkeypatch.setenv("FRAUDSCORE_MODEL_SHA256", "0" * 64)
-    assert score(env / "in.parquet", "--out", env / "out.parquet") == 2
-    assert "error:" in capsys.readouterr().err
+    monkeypatch.setenv(setting, value)
+    flags = ["--record"] if record else []
+    assert score(env / "in.parquet", "--out", env / "out.parquet", *flags) == 2
+    assert says in capsys.readouterr().err
     only_outputs(env)
 
 
