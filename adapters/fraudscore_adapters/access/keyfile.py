@@ -9,7 +9,6 @@ sibling lock file first, so a revoke and a last-use update never undo each other
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
@@ -19,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fraudscore_adapters.access.keys import ApiKey, KeyProblem
+from fraudscore_adapters.access.keys import ApiKey, KeyProblem, add_to, revoke_in, touch_in
 
 __all__ = ["FileKeyStore", "KeyFileError"]
 
@@ -39,9 +38,7 @@ class FileKeyStore:
     def add(self, key: ApiKey) -> None:
         """Store a new key (creates the file and its folder if need be)."""
         with self._locked() as keys:
-            if key.id in keys:
-                raise ValueError(f"key {key.id} exists")
-            keys[key.id] = key
+            add_to(keys, key)
 
     def all(self) -> list[ApiKey]:
         """Every key in the file, oldest first; none when there is no file."""
@@ -50,19 +47,14 @@ class FileKeyStore:
     def revoke(self, key_id: str, at: datetime) -> ApiKey | None:
         """Mark a key revoked; the key, or None if the file has no such key."""
         with self._locked() as keys:
-            key = keys.get(key_id)
-            if key is not None and key.revoked_at is None:
-                key = keys[key_id] = dataclasses.replace(key, revoked_at=at)
-            return key
+            return revoke_in(keys, key_id, at)
 
     def touch(self, used: Mapping[str, datetime]) -> None:
         """Record last-use times (a no-op when ``used`` is empty: no write, no lock)."""
         if not used:
             return
         with self._locked() as keys:
-            for key_id, at in used.items():
-                if key_id in keys:
-                    keys[key_id] = keys[key_id].used(at)
+            touch_in(keys, used)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, ApiKey]]:

@@ -31,11 +31,14 @@ __all__ = [
     "KeyProblem",
     "KeyStore",
     "MemoryKeyStore",
+    "add_to",
     "check_id",
     "check_name",
     "check_scopes",
     "key_sha256",
     "mint",
+    "revoke_in",
+    "touch_in",
 ]
 
 KEY_PREFIX = "fsk_"
@@ -140,6 +143,28 @@ class KeyStore(Protocol):
         ...
 
 
+def add_to(keys: dict[str, ApiKey], key: ApiKey) -> None:
+    """The rules of :meth:`KeyStore.add` on a dict of keys by id (the memory and file stores)."""
+    if key.id in keys:
+        raise ValueError(f"key {key.id} exists")
+    keys[key.id] = key
+
+
+def revoke_in(keys: dict[str, ApiKey], key_id: str, at: datetime) -> ApiKey | None:
+    """The rules of :meth:`KeyStore.revoke` on a dict of keys: an earlier revocation stands."""
+    key = keys.get(key_id)
+    if key is not None and key.revoked_at is None:
+        key = keys[key_id] = dataclasses.replace(key, revoked_at=at)
+    return key
+
+
+def touch_in(keys: dict[str, ApiKey], used: Mapping[str, datetime]) -> None:
+    """The rules of :meth:`KeyStore.touch` on a dict of keys: unknown ids are ignored."""
+    for key_id, at in used.items():
+        if key_id in keys:
+            keys[key_id] = keys[key_id].used(at)
+
+
 class MemoryKeyStore:
     """A :class:`KeyStore` in memory (tests, and a library embedding the service)."""
 
@@ -150,9 +175,7 @@ class MemoryKeyStore:
     def add(self, key: ApiKey) -> None:
         """Store a new key."""
         with self._lock:
-            if key.id in self._keys:
-                raise ValueError(f"key {key.id} exists")
-            self._keys[key.id] = key
+            add_to(self._keys, key)
 
     def all(self) -> list[ApiKey]:
         """Every key, oldest first."""
@@ -162,14 +185,9 @@ class MemoryKeyStore:
     def revoke(self, key_id: str, at: datetime) -> ApiKey | None:
         """Revoke a key; the key, or None if unknown."""
         with self._lock:
-            key = self._keys.get(key_id)
-            if key is not None and key.revoked_at is None:
-                key = self._keys[key_id] = dataclasses.replace(key, revoked_at=at)
-            return key
+            return revoke_in(self._keys, key_id, at)
 
     def touch(self, used: Mapping[str, datetime]) -> None:
         """Record last-use times."""
         with self._lock:
-            for key_id, at in used.items():
-                if key_id in self._keys:
-                    self._keys[key_id] = self._keys[key_id].used(at)
+            touch_in(self._keys, used)
