@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Litestar, MediaType, Request, Response, get, post
@@ -92,7 +92,6 @@ class Runtime:
     """Who may call the protected routes (kept fresh by the composition root)."""
     checks: Callable[[], Awaitable[dict[str, str]]]
     """Readiness probes: part -> ``ok`` or what failed."""
-    info: dict[str, str] = field(default_factory=dict)
     liveness: Callable[[], list[str]] = list
     """What of the runtime's own parts is wedged (the model's thread); empty when none."""
 
@@ -155,8 +154,7 @@ class _Holder:
 
     def __init__(self) -> None:
         self.door = FrontDoor()
-        self.routes = self.door.routes
-        """Each predict route's batcher, by route name; filled in by the lifespan."""
+        """The predict routes' gate and batchers (``door.routes``), set by the lifespan."""
 
 
 def _lifespan(
@@ -176,10 +174,10 @@ def _lifespan(
             async with runtime() as rt:
                 holder.runtime = rt
                 holder.door.gate = rt.gate
-                holder.routes["sync"] = BatchedPredictions.in_threads(
+                holder.door.routes["sync"] = BatchedPredictions.in_threads(
                     rt.service, threads, route="sync", batching=batching
                 )
-                holder.routes["async"] = BatchedPredictions.on_loop(
+                holder.door.routes["async"] = BatchedPredictions.on_loop(
                     rt.async_service, route="async", batching=batching
                 )
                 gc.collect()
@@ -187,9 +185,9 @@ def _lifespan(
                 try:
                     yield
                 finally:
-                    await _drain(holder.routes, batching.timeout_s + 1.0)
+                    await _drain(holder.door.routes, batching.timeout_s + 1.0)
         finally:
-            holder.routes.clear()
+            holder.door.routes.clear()
             threads.shutdown(wait=False, cancel_futures=True)
 
     return lifespan
@@ -210,7 +208,7 @@ def _liveness(holder: _Holder, batching: Batching) -> list[str]:
     or a part the runtime reports (the model thread)."""
     problems = [
         f"route {name}: a batch is {stuck:.1f} s past its deadline"
-        for name, route in holder.routes.items()
+        for name, route in holder.door.routes.items()
         if (stuck := route.batcher.stuck_s()) > batching.timeout_s
     ]
     return problems + (holder.runtime.liveness() if hasattr(holder, "runtime") else [])
