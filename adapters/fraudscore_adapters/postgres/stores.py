@@ -111,10 +111,9 @@ class PostgresPredictionSink(_OnPool[psycopg_pool.ConnectionPool[Any]]):
         for prediction in predictions:
             try:
                 self._insert([prediction])
-            except StoreUnavailable as exc:
-                return results.rest(exc)
-            except StoreError as exc:
-                results.append(exc)
+            except (StoreUnavailable, StoreError) as exc:
+                if results.failed(exc):
+                    break
             else:
                 results.append(None)
         return results
@@ -162,25 +161,30 @@ class AsyncPostgresPredictionSink(_OnPool[psycopg_pool.AsyncConnectionPool[Any]]
         for prediction in predictions:
             try:
                 await self._insert([prediction])
-            except StoreUnavailable as exc:
-                return results.rest(exc)
-            except StoreError as exc:
-                results.append(exc)
+            except (StoreUnavailable, StoreError) as exc:
+                if results.failed(exc):
+                    break
             else:
                 results.append(None)
         return results
 
 
 class _RowByRow(list[FraudscoreError | None]):
-    """Each row's outcome of a batch inserted row by row."""
+    """Each row's outcome of a batch inserted row by row, and the rule for a failed row: the
+    database refusing that row settles it alone; the store going away settles it and every
+    row not tried yet (the caller stops)."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
-    def rest(self, exc: FraudscoreError) -> list[FraudscoreError | None]:
-        """The outcomes so far, and ``exc`` for every row not tried (the store went away)."""
-        return [*self, *[exc] * (self.size - len(self))]
+    def failed(self, exc: StoreUnavailable | StoreError) -> bool:
+        """Take a row's error; True when the rest of the batch must not be tried."""
+        if isinstance(exc, StoreUnavailable):
+            self.extend([exc] * (self.size - len(self)))
+            return True
+        self.append(exc)
+        return False
 
 
 def probe(pool: psycopg_pool.ConnectionPool[Any], timeout_s: float) -> str:
