@@ -41,7 +41,7 @@ from fraudscore_adapters.http import Batching, FastPredictRoutes, Runtime, creat
 from fraudscore_adapters.postgres.keys import PostgresKeyStore
 from fraudscore_adapters.postgres.pools import PoolSettings
 from fraudscore_adapters.settings import Settings
-from fraudscore_adapters.xgb import XGBScorer, probe_applications, required_pin
+from fraudscore_adapters.xgb import XGBScorer, probe_applications, required_pins
 
 __all__ = [
     "KEYS_MAX_STALE_REFRESHES",
@@ -49,7 +49,7 @@ __all__ = [
     "Stores",
     "app_from_env",
     "build_app",
-    "model_pin",
+    "model_pins",
     "model_readiness",
     "runtime",
 ]
@@ -188,10 +188,11 @@ def model_readiness(scorer: AsyncScorer, timeout_s: float = PROBE_TIMEOUT_S) -> 
     return check
 
 
-def model_pin(settings: Settings) -> str | None:
-    """The pin the model must match; raise ModelUnavailable when production (DATABASE_URL
-    set) has none and FRAUDSCORE_ALLOW_UNPINNED_MODEL is not on."""
-    return required_pin(
+def model_pins(settings: Settings) -> frozenset[str] | None:
+    """The pins a model must match (FRAUDSCORE_MODEL_SHA256: one or more); raise
+    ModelUnavailable when production (DATABASE_URL set) has none and
+    FRAUDSCORE_ALLOW_UNPINNED_MODEL is not on."""
+    return required_pins(
         settings.model_sha256,
         production=bool(settings.database_url),
         allow_unpinned=settings.allow_unpinned_model == "on",
@@ -199,10 +200,11 @@ def model_pin(settings: Settings) -> str | None:
 
 
 async def _load_scorer(settings: Settings) -> Scorer:
-    pin = model_pin(settings)
-    if pin is None:
+    pins = model_pins(settings)
+    if pins is None:
         log.warning("the model is not pinned (FRAUDSCORE_MODEL_SHA256 is not set)")
-    return await asyncio.to_thread(XGBScorer.load, settings.artifact_dir, pin=pin)
+    # the model `current` names in the artifact folder (or a flat folder's)
+    return await asyncio.to_thread(XGBScorer.load, settings.artifact_dir, pin=pins)
 
 
 async def _stores(settings: Settings, stack: AsyncExitStack) -> Stores:

@@ -143,8 +143,9 @@ class Settings:
     rate_limit_burst: int = 2000
     """The bucket's size: how many requests a key may make at once after a quiet spell."""
     model_sha256: str | None = field(default=None, repr=False)
-    """The pinned model: SHA-256 of the artifact folder's ``manifest.json`` (which holds every
-    artifact's SHA-256). Set, a model that does not match is refused before unpickling."""
+    """The pinned models: SHA-256 of a model's ``manifest.json`` (which holds every artifact's
+    SHA-256), or several separated by commas. Set, a model that matches none is refused before
+    unpickling."""
     allow_unpinned_model: str = "off"
     """``on`` lets a server with DATABASE_URL set start without FRAUDSCORE_MODEL_SHA256
     (production refuses to by default); the embedded default never requires a pin."""
