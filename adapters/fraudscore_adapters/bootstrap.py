@@ -10,6 +10,12 @@ The seam: :class:`Parts` passes in any of the model, the stores and the key stor
 building them from settings (tests wire tiny models and in-memory adapters through this same
 root; a library can embed the service the same way). Everything else (the gate, the
 batchers, readiness, the app) is built here either way.
+
+The model: loaded from ``FRAUDSCORE_ARTIFACT_DIR`` (what its ``current`` pointer names) behind
+a :class:`~fraudscore_adapters.reloading.SwappableScorer`, which both routes score through,
+and reloaded without a restart (:mod:`~fraudscore_adapters.reloading`: the admin routes,
+SIGHUP, and a watcher of the pointer every ``FRAUDSCORE_MODEL_WATCH_S``). A model passed in
+through :class:`Parts` is served as it is: nothing to reload.
 """
 
 from __future__ import annotations
@@ -40,8 +46,9 @@ from fraudscore_adapters.dataset import dataset_path
 from fraudscore_adapters.http import Batching, FastPredictRoutes, Runtime, create_app
 from fraudscore_adapters.postgres.keys import PostgresKeyStore
 from fraudscore_adapters.postgres.pools import PoolSettings
+from fraudscore_adapters.reloading import Reloader, Vouches
 from fraudscore_adapters.settings import Settings
-from fraudscore_adapters.xgb import XGBScorer, probe_applications, required_pins
+from fraudscore_adapters.xgb import probe_applications, required_pins
 
 __all__ = [
     "KEYS_MAX_STALE_REFRESHES",
@@ -199,12 +206,15 @@ def model_pins(settings: Settings) -> frozenset[str] | None:
     )
 
 
-async def _load_scorer(settings: Settings) -> Scorer:
+async def _models(settings: Settings, parts: Parts) -> Reloader:
+    """The model to serve and what reloads it: the one passed in, else the artifact folder's."""
+    if parts.scorer is not None:
+        return Reloader.wired(parts.scorer)
     pins = model_pins(settings)
     if pins is None:
         log.warning("the model is not pinned (FRAUDSCORE_MODEL_SHA256 is not set)")
-    # the model `current` names in the artifact folder (or a flat folder's)
-    return await asyncio.to_thread(XGBScorer.load, settings.artifact_dir, pin=pins)
+    vouches = await asyncio.to_thread(Vouches, settings.run_dir)
+    return await Reloader.open(settings.artifact_dir, pins=pins, vouches=vouches)
 
 
 async def _stores(settings: Settings, stack: AsyncExitStack) -> Stores:
@@ -242,12 +252,14 @@ async def runtime(settings: Settings, parts: Parts | None = None) -> AsyncIterat
     exit. ``parts`` replaces any of the model, stores and key store."""
     parts = parts or Parts()
     async with AsyncExitStack() as stack:
-        scorer = parts.scorer or await _load_scorer(settings)
+        models = await _models(settings, parts)
+        scorer = models.scorer
         threaded = ThreadScorer(scorer, timeout_s=settings.request_timeout_s)
         stack.callback(threaded.close)
         stores = parts.stores or await _stores(settings, stack)
         keys = parts.keys or stores.keys or FileKeyStore(settings.keys_path)
         gate = await stack.enter_async_context(_fresh_gate(settings, keys))
+        await stack.enter_async_context(models.running(settings.model_watch_s))
         model_check = model_readiness(threaded)
 
         async def checks() -> dict[str, str]:
@@ -265,6 +277,7 @@ async def runtime(settings: Settings, parts: Parts | None = None) -> AsyncIterat
             gate=gate,
             checks=checks,
             liveness=lambda: _model_liveness(threaded),
+            models=models,
         )
 
 

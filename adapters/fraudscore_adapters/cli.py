@@ -9,19 +9,27 @@ Settings come from the environment and ``.env`` once, here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fraudscore import FraudscoreError
 from fraudscore_adapters.access import SCOPES, ApiKey, FileKeyStore, KeyStore, mint
 from fraudscore_adapters.access.keys import KeyProblem, check_id
 from fraudscore_adapters.dataset import dataset_path, log, progress_printer
 from fraudscore_adapters.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from granian.server.mp import MPServer
 
 # Heavier modules (polars, scipy, psycopg, yoyo, the web stack, the model) are imported by the
 # commands that use them: `keys` and `model-pin` start in well under a second, not ~8 s.
@@ -234,8 +242,8 @@ def cmd_model_pin(settings: Settings, _: argparse.Namespace) -> None:
 
 
 def cmd_model(settings: Settings, args: argparse.Namespace) -> None:
-    """List the model versions, or point `current` at one (use VERSION, rollback): servers
-    load what it names when they start."""
+    """List the model versions, or point `current` at one (use VERSION, rollback): running
+    servers load it within FRAUDSCORE_MODEL_WATCH_S."""
     from fraudscore_adapters.xgb import versions  # noqa: PLC0415
     from fraudscore_adapters.xgb.artifacts import read_verified  # noqa: PLC0415
 
@@ -254,7 +262,8 @@ def cmd_model(settings: Settings, args: argparse.Namespace) -> None:
     if old == new:
         log(f"current already names {new}")
     else:
-        log(f"current -> {new} (previous -> {old})")
+        log(f"current -> {new} (previous -> {old}); running servers load it within"
+            f" FRAUDSCORE_MODEL_WATCH_S ({settings.model_watch_s:g} s)")  # fmt: skip
     _warn_if_not_pinned(settings, located.path)
 
 
@@ -288,7 +297,8 @@ def _warn_if_not_pinned(settings: Settings, model_dir: Path) -> None:
     pin = manifest_sha256(model_dir)
     if settings.model_sha256 and pin not in parse_pins(settings.model_sha256):
         log(f"note: its pin {pin} is not in FRAUDSCORE_MODEL_SHA256: pinned servers refuse it"
-            " until the pin is added")  # fmt: skip
+            ' until an admin vouches for it (POST /admin/reload {"sha256": "<pin>"}) or the'
+            " pin is added")  # fmt: skip
 
 
 APP_FACTORY = "fraudscore_adapters.bootstrap:app_from_env"
@@ -307,9 +317,50 @@ def _check_servable(settings: Settings) -> None:
         raise FileNotFoundError("no dataset for the in-memory store: run `make data` first")
 
 
+@contextlib.contextmanager
+def _run_dir(settings: Settings) -> Iterator[None]:
+    """A private folder the server's workers share (FRAUDSCORE_RUN_DIR: vouched-for model
+    pins), made for this run unless one is set, and removed at exit."""
+    if settings.run_dir is not None:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="fraudscore-run-")  # mode 0700, this user's
+    os.environ["FRAUDSCORE_RUN_DIR"] = folder  # the workers read their settings from the env
+    try:
+        yield
+    finally:
+        os.environ.pop("FRAUDSCORE_RUN_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _hangup_to_workers() -> type[MPServer]:
+    """Granian's server, with SIGHUP sent on to each worker process instead of granian's own
+    reload: that respawns every worker (a new process, loading the model at its start), and
+    one that fails to start (a model that fails its checks) makes granian stop the whole
+    server. Each worker reloads in place instead, refusing a bad model while the old one keeps
+    serving (:mod:`~fraudscore_adapters.reloading`)."""
+    from granian.server.mp import MPServer  # noqa: PLC0415
+
+    class HangupToWorkers(MPServer):
+        def signal_handler_reload(self, *args: object, **kwargs: object) -> None:
+            for worker in list(self.wrks):
+                pid = worker.inner.pid
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGHUP)
+
+    return HangupToWorkers
+
+
 def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
-    """Serve the HTTP API (granian or uvicorn, FRAUDSCORE_SERVER) until interrupted."""
+    """Serve the HTTP API (granian or uvicorn, FRAUDSCORE_SERVER) until interrupted; SIGHUP
+    reloads the model in every worker."""
     _check_servable(settings)
+    with _run_dir(settings):
+        _serve(settings)
+
+
+def _serve(settings: Settings) -> None:
     log(
         f"serving on http://{settings.host}:{settings.port} with {settings.server}, "
         f"{settings.workers} worker(s); docs at http://{settings.host}:{settings.port}/schema/swagger"
@@ -331,9 +382,11 @@ def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
     if settings.server != "granian":
         raise SettingsError(f"FRAUDSCORE_SERVER={settings.server!r}: use granian or uvicorn")
     from granian.constants import Interfaces  # noqa: PLC0415
-    from granian.server import Server  # noqa: PLC0415
+    from granian.server import MPServer, Server  # noqa: PLC0415
 
-    Server(
+    # worker processes (a GIL build): SIGHUP goes on to them; threads: granian's own reload
+    server = _hangup_to_workers() if Server is MPServer else Server
+    server(
         APP_FACTORY,
         address=settings.host,
         port=settings.port,
