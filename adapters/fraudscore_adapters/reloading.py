@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -106,6 +107,19 @@ class Loaded:
         """``xgb-... (version V)``, or the folder, for logs and answers."""
         where = f"version {self.version}" if self.version else str(self.path or "wired in")
         return f"{self.model_version} ({where})"
+
+    def released(self) -> Loaded:
+        """This record without its model: what a replaced model was, not the model (which
+        would otherwise stay in memory until the next reload)."""
+        return dataclasses.replace(self, scorer=_Released())
+
+
+class _Released:
+    """In place of a replaced model's scorer in the records."""
+
+    def score(self, applications: Sequence[Application]) -> Scores:
+        """Never called: the model was replaced."""
+        raise ModelUnavailable("this model was replaced")
 
 
 Loader = Callable[[Located, str], Loaded]
@@ -478,7 +492,7 @@ class Reloader:
                 log.warning("the vouch for %s... reaches this worker only: %s", vouched[:16], exc)
         self.serve(loaded)
         detail = f"now serving {loaded.describe()} in place of {serving.describe()}"
-        self.last = Attempt(_now(), trigger, "loaded", detail, loaded, serving, took)
+        self.last = Attempt(_now(), trigger, "loaded", detail, loaded, serving.released(), took)
         log.info("model reload (%s, %.2f s): %s", trigger, took, detail)
         return self.last
 
@@ -517,6 +531,8 @@ class Reloader:
     def _attempt(self, version: str | None, vouched: str | None) -> tuple[Located, Loaded | None]:
         """Locate, check and load (blocking); None in place of a model already serving."""
         assert self._root is not None
+        if version is not None and not os.access(self._root, os.W_OK):
+            raise self._cannot_move(version, "no write access")  # before a load for nothing
         located = (
             versions.locate(self._root)
             if version is None
@@ -546,13 +562,16 @@ class Reloader:
         try:
             versions.use(self._root, version)
         except OSError as exc:
-            raise VersionError(
-                f"version {version} passed every check, but {self._root / versions.CURRENT}"
-                f" could not be moved ({exc.strerror or exc}): this server may only read its"
-                " artifact folder. Move the pointer where the folder is writable (`python -m"
-                " fraudscore_adapters model use VERSION` or `model rollback`): every worker"
-                " follows within FRAUDSCORE_MODEL_WATCH_S"
-            ) from exc
+            raise self._cannot_move(version, str(exc.strerror or exc)) from exc
+
+    def _cannot_move(self, version: str, why: str) -> VersionError:
+        assert self._root is not None
+        return VersionError(
+            f"cannot point {self._root / versions.CURRENT} at {version} ({why}): this server"
+            " may only read its artifact folder. Move the pointer where the folder is writable"
+            " (`python -m fraudscore_adapters model use VERSION` or `model rollback`): every"
+            " worker follows within FRAUDSCORE_MODEL_WATCH_S"
+        )
 
 
 @contextlib.contextmanager

@@ -138,8 +138,11 @@ def test_the_one_place_a_model_starts_serving_calls_the_hooks(root: Path) -> Non
     reloader.on_serving.append(
         lambda loaded: served.append((loaded.model_version, reloader.scorer.loaded.model_version))
     )
-    asyncio.run(reloader.reload(version=b))
+    attempt = asyncio.run(reloader.reload(version=b))
     assert served == [(model_version_of(root, b),) * 2]  # called after the swap
+    assert attempt.replaced is not None
+    with pytest.raises(ModelUnavailable, match="replaced"):  # the record keeps no model
+        attempt.replaced.scorer.score(probe_applications(1))
 
 
 # --- what a new model must pass --------------------------------------------------------------
@@ -458,19 +461,31 @@ def test_reload_to_a_version_and_rollback_move_the_pointers(root: Path) -> None:
         assert again["outcome"] == "already-serving"
 
 
+@pytest.mark.parametrize("seen", ["by access()", "at the rename"])
 def test_a_read_only_artifact_folder_answers_409_and_serves_on(
-    root: Path, monkeypatch: pytest.MonkeyPatch
+    root: Path, monkeypatch: pytest.MonkeyPatch, seen: str
 ) -> None:
     """Least privilege: a server that may only read its artifact folder cannot move the
-    pointer; it says so and what to do, and keeps serving what it served."""
+    pointer; it says so and what to do, and keeps serving what it served. Seen up front
+    (access(2): no model is loaded for nothing), or only when the link is renamed."""
     a, b = version_names(root)
+    loads: list[Path] = []
+    real_load = XGBScorer.load
+
+    def counted(path: Path, **options: Any) -> XGBScorer:
+        loads.append(path)
+        return real_load(path, **options)
 
     def read_only(*_: object) -> None:
         raise PermissionError(30, "Read-only file system")
 
     service = Service(root)
     with service.client() as client:
-        monkeypatch.setattr(versions, "_point", read_only)
+        monkeypatch.setattr(XGBScorer, "load", counted)
+        if seen == "by access()":
+            monkeypatch.setattr("fraudscore_adapters.reloading.os.access", lambda *_: False)
+        else:
+            monkeypatch.setattr(versions, "_point", read_only)
         admin = auth(service.admin_key)
         for response in (
             client.post("/admin/rollback", headers=admin),
@@ -482,6 +497,8 @@ def test_a_read_only_artifact_folder_answers_409_and_serves_on(
         served = client.post("/predict/sync/3", headers=auth(service.predict_key)).json()
         assert served["model_version"] == model_version_of(root, a)
         assert client.post("/admin/reload", headers=admin).json()["outcome"] == "already-serving"
+    assert len(loads) == (0 if seen == "by access()" else 2)
+    assert versions.pointer(root, "current") == a
 
 
 @pytest.mark.parametrize(
