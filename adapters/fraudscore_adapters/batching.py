@@ -319,21 +319,26 @@ class ThreadScorer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._started: float | None = None
 
-    async def score(self, applications: Sequence[Application]) -> Scores:
-        """One probability per application, in order, scored in the scorer's thread."""
+    async def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
+        """One probability per application, in order, scored in the scorer's thread (with
+        reasons where the scorer gives them; see :class:`~fraudscore.ports.Scorer`)."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         deadline = min(deadlines.current() or now + self._timeout_s, now + self._timeout_s)
-        call = loop.run_in_executor(self._executor, self._timed, applications)
+        call = loop.run_in_executor(self._executor, self._timed, applications, explain)
         try:
             return await asyncio.wait_for(call, max(deadline - now, 0.0))
         except TimeoutError:
             raise ModelUnavailable(f"no answer within {deadline - now:.1f} s") from None
 
-    def _timed(self, applications: Sequence[Application]) -> Scores:
+    def _timed(self, applications: Sequence[Application], explain: Sequence[bool] | None) -> Scores:
         self._started = time.monotonic()
         try:
-            return self._scorer.score(applications)
+            if explain is None:
+                return self._scorer.score(applications)
+            return self._scorer.score(applications, explain=explain)
         finally:
             self._started = None
 
@@ -347,8 +352,9 @@ class ThreadScorer:
         self._executor.shutdown(wait=True)
 
 
-Ask = tuple[str, str | None]
-"""One predict request as the batcher queues it: the raw user id and who asked (a key id)."""
+Ask = tuple[str, str | None, bool]
+"""One predict request as the batcher queues it: the raw user id, who asked (a key id), and
+whether it asked for reasons."""
 
 
 class BatchedPredictions:
@@ -373,8 +379,10 @@ class BatchedPredictions:
         """Batches of the async use case, awaited on the loop."""
 
         async def predict_many(asks: Sequence[Ask]) -> list[Outcome]:
-            user_ids, callers = _split(asks)
-            return await service.predict_many(user_ids, route=route, callers=callers)
+            user_ids, callers, explain = _split(asks)
+            return await service.predict_many(
+                user_ids, route=route, callers=callers, explain=explain
+            )
 
         return cls(predict_many, batching)
 
@@ -392,8 +400,10 @@ class BatchedPredictions:
 
         async def predict_many(asks: Sequence[Ask]) -> list[Outcome]:
             loop = asyncio.get_running_loop()
-            user_ids, callers = _split(asks)
-            call = functools.partial(service.predict_many, user_ids, route=route, callers=callers)
+            user_ids, callers, explain = _split(asks)
+            call = functools.partial(
+                service.predict_many, user_ids, route=route, callers=callers, explain=explain
+            )
             deadline = deadlines.current()
             bound = call if deadline is None else deadlines.bound(deadline, call)
             return await loop.run_in_executor(executor, bound)
@@ -401,12 +411,17 @@ class BatchedPredictions:
         return cls(predict_many, batching)
 
     async def predict(
-        self, user_id: str, caller: str | None = None, watch: Watch | None = None
+        self,
+        user_id: str,
+        caller: str | None = None,
+        watch: Watch | None = None,
+        *,
+        explain: bool = False,
     ) -> Prediction:
-        """The recorded prediction for ``user_id``, asked by ``caller``; raise its domain
-        error."""
-        return await self.batcher.submit((user_id, caller), watch)
+        """The recorded prediction for ``user_id``, asked by ``caller`` (with its reasons
+        when ``explain``); raise its domain error."""
+        return await self.batcher.submit((user_id, caller, explain), watch)
 
 
-def _split(asks: Sequence[Ask]) -> tuple[list[str], list[str | None]]:
-    return [user_id for user_id, _ in asks], [caller for _, caller in asks]
+def _split(asks: Sequence[Ask]) -> tuple[list[str], list[str | None], list[bool]]:
+    return [a[0] for a in asks], [a[1] for a in asks], [a[2] for a in asks]

@@ -42,6 +42,7 @@ from fraudscore_adapters.postgres.keys import PostgresKeyStore
 from fraudscore_adapters.postgres.pools import PoolSettings
 from fraudscore_adapters.settings import Settings
 from fraudscore_adapters.xgb import XGBScorer, probe_applications, required_pin
+from fraudscore_adapters.xgb.reasons import ReasonPolicy
 
 __all__ = [
     "KEYS_MAX_STALE_REFRESHES",
@@ -202,7 +203,8 @@ async def _load_scorer(settings: Settings) -> Scorer:
     pin = model_pin(settings)
     if pin is None:
         log.warning("the model is not pinned (FRAUDSCORE_MODEL_SHA256 is not set)")
-    return await asyncio.to_thread(XGBScorer.load, settings.artifact_dir, pin=pin)
+    policy = ReasonPolicy(when=settings.reasons, method=settings.reasons_method)
+    return await asyncio.to_thread(XGBScorer.load, settings.artifact_dir, pin=pin, reasons=policy)
 
 
 async def _stores(settings: Settings, stack: AsyncExitStack) -> Stores:

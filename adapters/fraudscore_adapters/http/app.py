@@ -35,7 +35,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import PathParameter
+from litestar.params import PathParameter, QueryParameter
 
 from fraudscore import MAX_USER_ID, AsyncScoringService, ScoringService
 from fraudscore_adapters.access import Gate
@@ -75,6 +75,16 @@ UserIdPath = Annotated[
         # documented exactly (a fuzzer's schema-valid id must be accepted), and enforced by
         # the core's parse_user_id, whose 400 names the rule
         schema_extra={"pattern": USER_ID_PATTERN},
+    ),
+]
+
+ExplainQuery = Annotated[
+    bool,
+    QueryParameter(
+        name="explain",
+        description="Also give the reasons of a prediction that is not flagged (flagged"
+        " predictions carry them anyway, unless the server runs with FRAUDSCORE_REASONS="
+        "requested).",
     ),
 ]
 
@@ -257,11 +267,11 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
 
     def route(name: str, doc: str) -> HTTPRouteHandler:
         async def predict(
-            user_id: UserIdPath, request: Request[Any, Any, Any]
+            user_id: UserIdPath, request: Request[Any, Any, Any], explain: ExplainQuery = False
         ) -> Response[PredictionOut]:
             headers = request.scope["headers"]
             prediction, request_id = await holder.door.predict(
-                name, user_id, headers, request.receive
+                name, user_id, headers, request.receive, explain=explain
             )
             return Response(PredictionOut.of(prediction), headers={"x-request-id": request_id})
 

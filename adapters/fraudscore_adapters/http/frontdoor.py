@@ -54,11 +54,14 @@ class FrontDoor:
         user_id: str,
         headers: Iterable[tuple[bytes, bytes]],
         receive: Receive,
+        *,
+        explain: bool = False,
     ) -> tuple[Prediction, str]:
         """Admit the request (raise :class:`~fraudscore_adapters.access.AccessDenied` if not:
-        nothing is looked up or recorded), then score it on ``route``'s batcher: its
-        prediction and its request id; on any error, :data:`~fraudscore_adapters.logs.REQUEST_ID`
-        is set to the request id before it is raised."""
+        nothing is looked up or recorded), then score it on ``route``'s batcher (with its
+        reasons when ``explain``): its prediction and its request id; on any error,
+        :data:`~fraudscore_adapters.logs.REQUEST_ID` is set to the request id before it is
+        raised."""
         key = asked = None
         for name, value in headers:
             if name == b"authorization":
@@ -72,7 +75,7 @@ class FrontDoor:
                 raise RuntimeError("the front door is used before the app started")
             caller = self.gate.admit(key, PREDICT_SCOPE)
             watch = functools.partial(_disconnected, receive)
-            prediction = await self.routes[route].predict(user_id, caller, watch)
+            prediction = await self.routes[route].predict(user_id, caller, watch, explain=explain)
         except BaseException:
             REQUEST_ID.set(request_id)
             raise

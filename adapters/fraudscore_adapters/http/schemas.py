@@ -7,9 +7,26 @@ from datetime import datetime
 
 import msgspec
 
-from fraudscore import Prediction
+from fraudscore import Prediction, Reasons
 
-__all__ = ["FieldProblemOut", "PredictionOut", "Problem", "Readiness"]
+__all__ = ["FieldProblemOut", "PredictionOut", "Problem", "Readiness", "ReasonOut"]
+
+
+class ReasonOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A feature that pushed the score up: its stored value and its contribution to the
+    model's log-odds."""
+
+    feature: str
+    value: str | int | float | None
+    contribution: float
+
+
+def _reasons_out(reasons: Reasons | None) -> list[ReasonOut] | None:
+    if reasons is None:
+        return None
+    return [
+        ReasonOut(feature=r.feature, value=r.value, contribution=r.contribution) for r in reasons
+    ]
 
 
 class PredictionOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,6 +39,9 @@ class PredictionOut(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     prediction_id: uuid.UUID
     created_at: datetime
+    reasons: list[ReasonOut] | None = msgspec.field(default=None)
+    """The features that pushed the score up most (at most four, largest first): given for
+    every flagged prediction and for any asked with ``?explain=true``; null otherwise."""
 
     @classmethod
     def of(cls, p: Prediction) -> PredictionOut:
@@ -34,6 +54,7 @@ class PredictionOut(msgspec.Struct, frozen=True, kw_only=True):
             model_version=p.model_version,
             prediction_id=p.prediction_id,
             created_at=p.created_at,
+            reasons=_reasons_out(p.reasons),
         )
 
 
