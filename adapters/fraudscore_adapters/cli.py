@@ -247,7 +247,8 @@ def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
     # go to one private directory, merged by whichever worker answers GET /metrics
     from fraudscore_adapters.monitoring.procdir import shared_metrics_dir  # noqa: PLC0415
 
-    with shared_metrics_dir():
+    with shared_metrics_dir() as metrics_dir:
+        log(f"metrics: the workers share {metrics_dir} (removed on exit)")
         _serve(settings)
 
 
