@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import serve
+from tests.e2e.conftest import Served, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -88,3 +88,27 @@ def test_two_workers_count_every_request_once(
             assert len(psi) == 2, psi
             assert not any(math.isnan(v) for v in psi.values()), psi
     assert not shared.exists()  # removed when the server stopped
+
+
+def test_the_database_pools_are_reported(served: Served) -> None:
+    """On PostgreSQL, both pools' connections (the test server's defaults: 2 to 8 each); in
+    memory, no pool at all."""
+    for route in ("sync", "async"):
+        answer = httpx.post(f"{served.base}/predict/{route}/7", headers=served.auth)
+        assert answer.status_code == 200
+    got = scrape(served.base)
+    for route in ("sync", "async"):
+        assert value(got, "fraudscore_requests_total", route=route, status="200") == 1
+        assert value(got, "fraudscore_store_duration_seconds_count", route=route, op="write") == 1
+    pools = {dict(labels)["pool"] for (n, labels) in got if n.startswith("fraudscore_db_pool_")}
+    if served.database_url is None:
+        assert pools == set()
+        return
+    assert pools == {"sync", "async"}
+    for pool in pools:
+        assert value(got, "fraudscore_db_pool_max_connections", pool=pool) == 8
+        in_use = value(got, "fraudscore_db_pool_connections", pool=pool, state="in_use")
+        idle = value(got, "fraudscore_db_pool_connections", pool=pool, state="idle")
+        assert 0 <= in_use <= 8
+        assert 2 <= in_use + idle <= 8
+        assert value(got, "fraudscore_db_pool_waiting", pool=pool) == 0
