@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,15 +35,10 @@ def shared_metrics_dir() -> Iterator[Path]:
     """A new private directory, set as ``PROMETHEUS_MULTIPROC_DIR`` for this process and its
     children while the block runs; removed (and the variable restored) after.
 
-    Raise RuntimeError if prometheus-client is already imported: it would stay in
-    single-process mode in this process and in forked workers, whose counts a scrape would
-    then miss.
+    Enter it before prometheus-client is imported: a worker forked from a process that
+    imported it without the variable would stay in single-process mode, and refuses to start
+    (:class:`~fraudscore_adapters.monitoring.prom.Metrics` checks).
     """
-    if "prometheus_client" in sys.modules:
-        raise RuntimeError(
-            f"prometheus_client was imported before {MULTIPROC_ENV} was set: the workers'"
-            " metrics would not be shared"
-        )
     before = os.environ.get(MULTIPROC_ENV)
     if before is not None:
         log.warning(
