@@ -252,6 +252,16 @@ def _check_servable(settings: Settings) -> None:
 
 def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
     """Serve the HTTP API (granian or uvicorn, FRAUDSCORE_SERVER) until interrupted."""
+    # before anything imports prometheus_client (_check_servable does): the workers' metrics
+    # go to one private directory, merged by whichever worker answers GET /metrics
+    from fraudscore_adapters.monitoring.procdir import shared_metrics_dir  # noqa: PLC0415
+
+    with shared_metrics_dir() as metrics_dir:
+        log(f"metrics: the workers share {metrics_dir} (removed on exit)")
+        _serve(settings)
+
+
+def _serve(settings: Settings) -> None:
     _check_servable(settings)
     log(
         f"serving on http://{settings.host}:{settings.port} with {settings.server}, "

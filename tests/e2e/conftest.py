@@ -181,11 +181,13 @@ def serve(
     database_url: str | None,
     *,
     keys_refresh_s: float = KEYS_REFRESH_S,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[Served]:
-    """Make a key with the command line, start ``python -m fraudscore_adapters serve`` and
-    wait until it is ready."""
+    """Make a key with the command line, start ``python -m fraudscore_adapters serve`` (with
+    ``settings`` on top of the test defaults) and wait until it is ready."""
     port = free_port()
     env = server_env(workdir, data, artifacts, database_url, port, keys_refresh_s=keys_refresh_s)
+    env |= settings or {}
     key = cli(env, workdir, "keys", "create", "--name", "e2e").stdout.strip()
     key_id_of(key)
     log = workdir / f"server-{port}.log"
