@@ -17,7 +17,10 @@ class ReasonOut(msgspec.Struct, frozen=True, kw_only=True):
     model's log-odds."""
 
     feature: str
-    value: str | int | float | None
+    value: str | float | None
+    """The stored value: a category, a number (whole for counts), or null when missing.
+    (Typed ``float`` for numbers: OpenAPI's ``oneOf`` would refuse a whole number that
+    matches both ``integer`` and ``number``.)"""
     contribution: float
 
 
