@@ -2,8 +2,9 @@
 
     uv run python bench/http_load.py [--duration 15] [--warmup 3] [--conns 16 64]
         [--workers 1 2] [--rows 1000000] [--no-peer] [--fast-path on off]
-        [--batch-concurrency 1 2] [--floors] [--outage COMMAND] [--reload-every 5]
-        [--routes sync async] [--url postgresql://postgres@127.0.0.1/test]
+        [--batch-concurrency 1 2] [--reasons flagged/approx requested] [--floors]
+        [--outage COMMAND] [--reload-every 5] [--routes sync async]
+        [--url postgresql://postgres@127.0.0.1/test]
 
 What it does (bounded in time; every server it starts, it stops):
 1. installs wrk with apt-get if it is missing;
@@ -438,12 +439,15 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
     runs: list[Run] = []
     root = settings.artifact_dir.resolve()
     pair = reload_pair(root) if args.reload_every else None
-    for fast_path, bc, workers in itertools.product(
-        args.fast_path, args.batch_concurrency, args.workers
+    for fast_path, bc, reasons, workers in itertools.product(
+        args.fast_path, args.batch_concurrency, args.reasons, args.workers
     ):
         stack = "fraudscore" if fast_path == "on" else "fs-litestar"
         if len(args.batch_concurrency) > 1:
             stack += f"/b{bc}"
+        if len(args.reasons) > 1:
+            stack += f" {reasons}"
+        when, _, method = reasons.partition("/")
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSCORE_")}
         env |= {
             "DATABASE_URL": db_url,
@@ -453,6 +457,8 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
             "FRAUDSCORE_DATA_FILE": str(data.resolve()),
             "FRAUDSCORE_FAST_PATH": fast_path,
             "FRAUDSCORE_BATCH_CONCURRENCY": str(bc),
+            "FRAUDSCORE_REASONS": when,
+            "FRAUDSCORE_REASONS_METHOD": method or "approx",
         }
         env |= server_auth_env(root, args.rate_limit_rps, pair or ())
         log(f"fraudscore, {workers} worker(s), fast path {fast_path}, {bc} batch(es) in flight")
@@ -597,6 +603,15 @@ def main() -> None:
         nargs="+",
         default=[1],
         help="batches in flight per route and worker (more than one value labels rows /bN)",
+    )
+    parser.add_argument(
+        "--reasons",
+        nargs="+",
+        choices=["flagged/approx", "flagged/exact", "requested"],
+        default=["flagged/approx"],
+        help="FRAUDSCORE_REASONS[/FRAUDSCORE_REASONS_METHOD] of the fraudscore servers;"
+        " `requested` computes none (wrk asks for none): the cost of reasons is the difference"
+        " (more than one value labels rows)",
     )
     parser.add_argument(
         "--rate-limit-rps",

@@ -13,6 +13,8 @@ from fraudscore import (
     FraudscoreError,
     ModelUnavailable,
     Prediction,
+    Reason,
+    Reasons,
     Scores,
     StoreUnavailable,
 )
@@ -67,19 +69,43 @@ def application(**changes: object) -> Application:
 
 
 class RuleScorer:
-    """A deterministic fake model: housing_status BA scores 0.9, everything else 0.1."""
+    """A deterministic fake model: housing_status BA scores 0.9, everything else 0.1.
+
+    Like the real scorer, it explains the flagged applications (BA) and those asked for: the
+    one reason is housing_status, contributing 2.0 log-odds when BA, else 0.5.
+    """
 
     threshold = 0.5
     model_version = "rule-1"
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.explained: list[list[bool] | None] = []
 
-    def score(self, applications: Sequence[Application]) -> Scores:
-        """0.9 for housing_status BA, else 0.1."""
+    def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
+        """0.9 for housing_status BA, else 0.1; reasons for BA and the rows ``explain`` names."""
         self.batches.append(len(applications))
+        self.explained.append(None if explain is None else list(explain))
         probabilities = [0.9 if a["housing_status"] == "BA" else 0.1 for a in applications]
-        return Scores(probabilities, self.threshold, self.model_version)
+        asked = explain or [False] * len(applications)
+        reasons = [
+            rule_reasons(a) if p >= self.threshold or ask else None
+            for a, p, ask in zip(applications, probabilities, asked, strict=True)
+        ]
+        return Scores(
+            probabilities,
+            self.threshold,
+            self.model_version,
+            reasons if any(r is not None for r in reasons) else None,
+        )
+
+
+def rule_reasons(application: Application) -> Reasons:
+    """What :class:`RuleScorer` gives as the reasons of ``application``."""
+    status = application["housing_status"]
+    return (Reason("housing_status", status, 2.0 if status == "BA" else 0.5),)
 
 
 class AsyncRuleScorer:
@@ -88,9 +114,11 @@ class AsyncRuleScorer:
     def __init__(self, scorer: RuleScorer) -> None:
         self.scorer = scorer
 
-    async def score(self, applications: Sequence[Application]) -> Scores:
+    async def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
         """Delegate to the sync rule."""
-        return self.scorer.score(applications)
+        return self.scorer.score(applications, explain=explain)
 
 
 class BrokenScorer:
@@ -99,7 +127,9 @@ class BrokenScorer:
     def __init__(self, result: Scores | None = None) -> None:
         self.result = result
 
-    def score(self, applications: Sequence[Application]) -> Scores:
+    def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
         """Return the canned result, or fail."""
         if self.result is None:
             raise ModelUnavailable("model file is gone")

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from fraudscore import (
     Application,
@@ -53,12 +54,14 @@ __all__ = [
     "DEFAULT_BATCHING",
     "WATCH_AFTER_S",
     "BatchFunction",
+    "BatchObserver",
     "BatchedPredictions",
     "Batching",
     "ClientGone",
     "DeadlineExceeded",
     "MicroBatcher",
     "Overloaded",
+    "QueueObserver",
     "ShuttingDown",
     "ThreadScorer",
     "Watch",
@@ -66,6 +69,7 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+log = logging.getLogger("fraudscore.batching")
 
 BatchFunction = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 """Takes a batch, returns one result or exception per item, in order."""
@@ -136,6 +140,26 @@ class Batching:
 DEFAULT_BATCHING = Batching()
 
 
+class QueueObserver(Protocol):
+    """What a batcher reports, once per batch (never per caller): metrics."""
+
+    def batch(self, size: int, waiting: int) -> None:
+        """A batch of ``size`` callers started; ``waiting`` callers are still queued."""
+        ...
+
+    def waiting(self, waiting: int) -> None:
+        """``waiting`` callers are queued (after a batch ended, or the queue was tended)."""
+        ...
+
+
+class BatchObserver(QueueObserver, Protocol):
+    """What :class:`BatchedPredictions` reports: the queue, and each batch's outcomes."""
+
+    def served(self, outcomes: Sequence[Prediction | BaseException]) -> None:
+        """A batch ended with these outcomes, one per caller."""
+        ...
+
+
 class _Waiting(Generic[T, R]):
     """A queued caller: its item, its future, its deadline (monotonic), and how to learn that
     its client went away (``watch``; a task runs it once the caller has waited long)."""
@@ -169,10 +193,14 @@ class MicroBatcher(Generic[T, R]):
     """Collect concurrent :meth:`submit` calls into batches (see the module's guarantees)."""
 
     def __init__(
-        self, function: BatchFunction[T, R], batching: Batching = DEFAULT_BATCHING
+        self,
+        function: BatchFunction[T, R],
+        batching: Batching = DEFAULT_BATCHING,
+        observer: QueueObserver | None = None,
     ) -> None:
         self._function = function
         self._batching = batching
+        self._observer = observer
         self._pending: deque[_Waiting[T, R]] = deque()
         self._running: dict[asyncio.Task[None], float] = {}
         """Each batch in flight, with its callers' deadline."""
@@ -230,6 +258,8 @@ class MicroBatcher(Generic[T, R]):
             task = loop.create_task(self._run(batch, deadline))
             self._running[task] = deadline
             task.add_done_callback(self._finished)
+            if self._observer is not None:
+                self._observer.batch(len(batch), len(self._pending))
         if self._pending and self._sweep is None:
             due = min(WATCH_AFTER_S, self._pending[0].deadline - time.monotonic())
             self._sweep = loop.call_later(max(due, 0.0), self._tend_queue)
@@ -269,10 +299,16 @@ class MicroBatcher(Generic[T, R]):
             if waiting.watch is not None and waiting.watcher is None:
                 waiting.watcher = loop.create_task(waiting.watch())
         self._dispatch()
+        self._report_queue()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
         self._dispatch()
+        self._report_queue()
+
+    def _report_queue(self) -> None:
+        if self._observer is not None:
+            self._observer.waiting(len(self._pending))
 
     async def _run(self, batch: list[_Waiting[T, R]], deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -319,21 +355,26 @@ class ThreadScorer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._started: float | None = None
 
-    async def score(self, applications: Sequence[Application]) -> Scores:
-        """One probability per application, in order, scored in the scorer's thread."""
+    async def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
+        """One probability per application, in order, scored in the scorer's thread (with
+        reasons where the scorer gives them; see :class:`~fraudscore.ports.Scorer`)."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         deadline = min(deadlines.current() or now + self._timeout_s, now + self._timeout_s)
-        call = loop.run_in_executor(self._executor, self._timed, applications)
+        call = loop.run_in_executor(self._executor, self._timed, applications, explain)
         try:
             return await asyncio.wait_for(call, max(deadline - now, 0.0))
         except TimeoutError:
             raise ModelUnavailable(f"no answer within {deadline - now:.1f} s") from None
 
-    def _timed(self, applications: Sequence[Application]) -> Scores:
+    def _timed(self, applications: Sequence[Application], explain: Sequence[bool] | None) -> Scores:
         self._started = time.monotonic()
         try:
-            return self._scorer.score(applications)
+            if explain is None:
+                return self._scorer.score(applications)
+            return self._scorer.score(applications, explain=explain)
         finally:
             self._started = None
 
@@ -347,8 +388,9 @@ class ThreadScorer:
         self._executor.shutdown(wait=True)
 
 
-Ask = tuple[str, str | None]
-"""One predict request as the batcher queues it: the raw user id and who asked (a key id)."""
+Ask = tuple[str, str | None, bool]
+"""One predict request as the batcher queues it: the raw user id, who asked (a key id), and
+whether it asked for reasons."""
 
 
 class BatchedPredictions:
@@ -362,21 +404,33 @@ class BatchedPredictions:
     """
 
     def __init__(
-        self, predict_many: BatchFunction[Ask, Prediction], batching: Batching = DEFAULT_BATCHING
+        self,
+        predict_many: BatchFunction[Ask, Prediction],
+        batching: Batching = DEFAULT_BATCHING,
+        observer: BatchObserver | None = None,
     ) -> None:
-        self.batcher: MicroBatcher[Ask, Prediction] = MicroBatcher(predict_many, batching)
+        if observer is not None:
+            predict_many = _observed(predict_many, observer)
+        self.batcher: MicroBatcher[Ask, Prediction] = MicroBatcher(predict_many, batching, observer)
 
     @classmethod
     def on_loop(
-        cls, service: AsyncScoringService, *, route: str, batching: Batching = DEFAULT_BATCHING
+        cls,
+        service: AsyncScoringService,
+        *,
+        route: str,
+        batching: Batching = DEFAULT_BATCHING,
+        observer: BatchObserver | None = None,
     ) -> BatchedPredictions:
         """Batches of the async use case, awaited on the loop."""
 
         async def predict_many(asks: Sequence[Ask]) -> list[Outcome]:
-            user_ids, callers = _split(asks)
-            return await service.predict_many(user_ids, route=route, callers=callers)
+            user_ids, callers, explain = _split(asks)
+            return await service.predict_many(
+                user_ids, route=route, callers=callers, explain=explain
+            )
 
-        return cls(predict_many, batching)
+        return cls(predict_many, batching, observer)
 
     @classmethod
     def in_threads(
@@ -386,27 +440,52 @@ class BatchedPredictions:
         *,
         route: str,
         batching: Batching = DEFAULT_BATCHING,
+        observer: BatchObserver | None = None,
     ) -> BatchedPredictions:
         """Batches of the blocking use case, each run in a thread of ``executor`` under the
         batch's deadline."""
 
         async def predict_many(asks: Sequence[Ask]) -> list[Outcome]:
             loop = asyncio.get_running_loop()
-            user_ids, callers = _split(asks)
-            call = functools.partial(service.predict_many, user_ids, route=route, callers=callers)
+            user_ids, callers, explain = _split(asks)
+            call = functools.partial(
+                service.predict_many, user_ids, route=route, callers=callers, explain=explain
+            )
             deadline = deadlines.current()
             bound = call if deadline is None else deadlines.bound(deadline, call)
             return await loop.run_in_executor(executor, bound)
 
-        return cls(predict_many, batching)
+        return cls(predict_many, batching, observer)
 
     async def predict(
-        self, user_id: str, caller: str | None = None, watch: Watch | None = None
+        self,
+        user_id: str,
+        caller: str | None = None,
+        watch: Watch | None = None,
+        *,
+        explain: bool = False,
     ) -> Prediction:
-        """The recorded prediction for ``user_id``, asked by ``caller``; raise its domain
-        error."""
-        return await self.batcher.submit((user_id, caller), watch)
+        """The recorded prediction for ``user_id``, asked by ``caller`` (with its reasons
+        when ``explain``); raise its domain error."""
+        return await self.batcher.submit((user_id, caller, explain), watch)
 
 
-def _split(asks: Sequence[Ask]) -> tuple[list[str], list[str | None]]:
-    return [user_id for user_id, _ in asks], [caller for _, caller in asks]
+def _observed(
+    predict_many: BatchFunction[Ask, Prediction], observer: BatchObserver
+) -> BatchFunction[Ask, Prediction]:
+    """``predict_many``, each batch's outcomes reported to ``observer`` (on the loop); a
+    fault of the observer is logged, never given to the batch's callers."""
+
+    async def observed(asks: Sequence[Ask]) -> Sequence[Prediction | BaseException]:
+        outcomes = await predict_many(asks)
+        try:
+            observer.served(outcomes)
+        except Exception:
+            log.exception("reporting a batch's outcomes failed")
+        return outcomes
+
+    return observed
+
+
+def _split(asks: Sequence[Ask]) -> tuple[list[str], list[str | None], list[bool]]:
+    return [a[0] for a in asks], [a[1] for a in asks], [a[2] for a in asks]

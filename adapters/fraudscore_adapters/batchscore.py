@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import polars as pl
@@ -76,11 +77,17 @@ OUTPUT_COLUMNS: dict[str, pl.DataType] = {
 OutputFormat = Literal["parquet", "csv"]
 _FORMATS: dict[str, OutputFormat] = {".parquet": "parquet", ".csv": "csv"}
 
+REASONS_COLUMN = "reasons"
+"""With ``--explain``: each row's reasons, a JSON array of ``{feature, value, contribution}``
+(as the HTTP routes return them), largest contribution first."""
+
 COPY_PREDICTIONS_SQL = """
     COPY predictions
-        (id, user_id, probability, is_fraud, threshold, model_version, route, created_at, caller)
+        (id, user_id, probability, is_fraud, threshold, model_version, route, created_at, caller,
+         reasons)
     FROM STDIN (FORMAT csv)
 """
+_REASONS_JSON = msgspec.json.Encoder()
 
 
 class OutputFormatError(ValueError):
@@ -133,8 +140,10 @@ def score_frame(
     *,
     chunk_rows: int = 100_000,
     progress: Progress | None = None,
+    explain: bool = False,
 ) -> pl.DataFrame:
-    """Score every row of a cleaned frame, ``chunk_rows`` at a time: :data:`OUTPUT_COLUMNS`.
+    """Score every row of a cleaned frame, ``chunk_rows`` at a time: :data:`OUTPUT_COLUMNS`,
+    and with ``explain`` each row's reasons (:data:`REASONS_COLUMN`, by the scorer's method).
 
     Each chunk goes through :meth:`XGBScorer.matrix` and :meth:`XGBScorer.predict`, the path
     of :meth:`XGBScorer.score`, so the probabilities are the service's. ``is_fraud`` is the
@@ -143,32 +152,46 @@ def score_frame(
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
-    probabilities = _probabilities(scorer, frame.select(FEATURE_NAMES), chunk_rows, progress)
+    reasons: list[str] | None = [] if explain else None
+    features = frame.select(FEATURE_NAMES)
+    probabilities = _probabilities(scorer, features, chunk_rows, progress, reasons)
     threshold = scorer.threshold
-    return pl.DataFrame(
-        {
-            ID_COLUMN: frame[ID_COLUMN].cast(pl.Int64),
-            "probability": probabilities,
-        }
-    ).select(
+    columns: list[str | pl.Expr] = [
         ID_COLUMN,
         "probability",
         (pl.col("probability") >= threshold).alias("is_fraud"),
         pl.lit(threshold, pl.Float64).alias("threshold"),
         pl.lit(scorer.model_version, pl.String).alias("model_version"),
-    )
+    ]
+    data: dict[str, Any] = {
+        ID_COLUMN: frame[ID_COLUMN].cast(pl.Int64),
+        "probability": probabilities,
+    }
+    if reasons is not None:
+        data[REASONS_COLUMN] = pl.Series(REASONS_COLUMN, reasons, dtype=pl.String)
+        columns.append(REASONS_COLUMN)
+    return pl.DataFrame(data).select(columns)
 
 
 def _probabilities(
-    scorer: XGBScorer, features: pl.DataFrame, chunk_rows: int, progress: Progress | None
+    scorer: XGBScorer,
+    features: pl.DataFrame,
+    chunk_rows: int,
+    progress: Progress | None,
+    reasons: list[str] | None,
 ) -> npt.NDArray[np.float64]:
+    """Each row's probability; with ``reasons``, each row's reasons as JSON appended to it."""
     started = time.perf_counter()
     out = np.empty(features.height, dtype=np.float64)
     for offset in range(0, features.height, chunk_rows):
         chunk = features.slice(offset, chunk_rows)
         applications = [Application(values) for values in chunk.iter_rows()]
         try:
-            out[offset : offset + chunk.height] = scorer.predict(scorer.matrix(applications))
+            matrix = scorer.matrix(applications)
+            out[offset : offset + chunk.height] = scorer.predict(matrix)
+            if reasons is not None:
+                found = scorer.explain(applications, matrix)
+                reasons.extend(_REASONS_JSON.encode(r).decode() for r in found)
         except (KeyError, TypeError, ValueError, xgboost.core.XGBoostError) as exc:
             raise ModelUnavailable(f"scoring failed: {exc!r}") from exc
         if progress:
@@ -230,6 +253,9 @@ def encode_predictions(scored: pl.DataFrame, created_at: datetime) -> pl.DataFra
         pl.lit(ROUTE).alias("route"),
         pl.lit(created_at.astimezone(UTC).isoformat()).alias("created_at"),
         pl.lit(None, pl.String).alias("caller"),
+        pl.col(REASONS_COLUMN)
+        if REASONS_COLUMN in scored.columns
+        else pl.lit(None, pl.String).alias(REASONS_COLUMN),
     )
 
 

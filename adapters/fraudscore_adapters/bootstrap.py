@@ -9,7 +9,13 @@ import: :func:`runtime` opens and closes everything inside the app's lifespan, a
 The seam: :class:`Parts` passes in any of the model, the stores and the key store instead of
 building them from settings (tests wire tiny models and in-memory adapters through this same
 root; a library can embed the service the same way). Everything else (the gate, the
-batchers, readiness, the app) is built here either way.
+batchers, readiness, the metrics, the app) is built here either way.
+
+Metrics (:mod:`~fraudscore_adapters.monitoring`): the ports the services run on are wrapped in
+timing decorators here (store and model time per batch; the core knows no metrics), the pools'
+usage is read about once a second, and the model's manifest gives the model version and the
+drift reference. The server's factory passes ``PROMETHEUS_MULTIPROC_DIR`` (set by the
+``serve`` command) so that every worker's metrics reach every scrape.
 
 The model: loaded from ``FRAUDSCORE_ARTIFACT_DIR`` (what its ``current`` pointer names) behind
 a :class:`~fraudscore_adapters.reloading.SwappableScorer`, which both routes score through,
@@ -21,9 +27,11 @@ through :class:`Parts` is served as it is: nothing to reload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -44,11 +52,15 @@ from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.batching import ThreadScorer
 from fraudscore_adapters.dataset import dataset_path
 from fraudscore_adapters.http import Batching, FastPredictRoutes, Runtime, create_app
+from fraudscore_adapters.monitoring import timed
+from fraudscore_adapters.monitoring.procdir import MULTIPROC_ENV
+from fraudscore_adapters.monitoring.prom import Metrics, PoolStats
 from fraudscore_adapters.postgres.keys import PostgresKeyStore
 from fraudscore_adapters.postgres.pools import PoolSettings
-from fraudscore_adapters.reloading import Reloader, Vouches
+from fraudscore_adapters.reloading import Reloader, Vouches, load_xgb
 from fraudscore_adapters.settings import Settings
 from fraudscore_adapters.xgb import probe_applications, required_pins
+from fraudscore_adapters.xgb.reasons import ReasonPolicy
 
 __all__ = [
     "KEYS_MAX_STALE_REFRESHES",
@@ -70,6 +82,8 @@ PROBE_TIMEOUT_S = 2.0
 KEYS_MAX_STALE_REFRESHES = 10
 """Keys not re-read for this many refresh intervals (20 s by default) fail closed: every
 protected request gets 503 ``keys-unavailable`` until they are read again."""
+POOL_GAUGES_EVERY_S = 1.0
+"""How often each worker reads its pools' usage into the metrics (a scrape reads it too)."""
 
 
 async def _always_ok() -> str:
@@ -87,6 +101,8 @@ class Stores:
     check: Check = _always_ok
     keys: KeyStore | None = None
     """Where the API keys live when it is the same place (the PostgreSQL pool)."""
+    pool_stats: PoolStats | None = None
+    """The usage of the connection pools behind them, by pool (None: no pools)."""
 
     @classmethod
     def in_memory(
@@ -173,6 +189,7 @@ async def _postgres_stores(settings: Settings, url: str, stack: AsyncExitStack) 
         postgres.AsyncPostgresPredictionSink(apool, prepare=prepare, timeout_s=timeout_s),
         check,
         PostgresKeyStore.on_pool(pool, timeout_s=timeout_s),
+        lambda: {"sync": pool.get_stats(), "async": apool.get_stats()},
     )
 
 
@@ -213,8 +230,10 @@ async def _models(settings: Settings, parts: Parts) -> Reloader:
     pins = model_pins(settings)
     if pins is None:
         log.warning("the model is not pinned (FRAUDSCORE_MODEL_SHA256 is not set)")
+    policy = ReasonPolicy(when=settings.reasons, method=settings.reasons_method)
     vouches = await asyncio.to_thread(Vouches, settings.run_dir)
-    return await Reloader.open(settings.artifact_dir, pins=pins, vouches=vouches)
+    load = functools.partial(load_xgb, reasons=policy)
+    return await Reloader.open(settings.artifact_dir, pins=pins, vouches=vouches, load=load)
 
 
 async def _stores(settings: Settings, stack: AsyncExitStack) -> Stores:
@@ -246,21 +265,88 @@ async def _fresh_gate(settings: Settings, keys: KeyStore) -> AsyncIterator[Gate]
         await refresh(gate, keys)  # the last-use times of the final seconds
 
 
+def model_description(scorer: Scorer) -> Mapping[str, object]:
+    """What the metrics learn of a model: its manifest (an
+    :class:`~fraudscore_adapters.xgb.XGBScorer`'s, or any scorer's ``manifest`` mapping), else
+    its ``model_version`` alone."""
+    manifest = getattr(scorer, "manifest", None)
+    if isinstance(manifest, Mapping):
+        return manifest
+    return {"model_version": str(getattr(scorer, "model_version", "unknown"))}
+
+
 @asynccontextmanager
-async def runtime(settings: Settings, parts: Parts | None = None) -> AsyncIterator[Runtime]:
+async def _pool_gauges(metrics: Metrics, stats: PoolStats | None) -> AsyncIterator[None]:
+    """The pools' usage read into the metrics every ``POOL_GAUGES_EVERY_S`` until exit."""
+    if stats is None:
+        yield
+        return
+    metrics.watch_pools(stats)
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(POOL_GAUGES_EVERY_S)
+            try:
+                metrics.refresh()
+            except Exception:  # a pool closing under it: the next tick reads again
+                log.debug("reading the pools' usage failed", exc_info=True)
+
+    task = asyncio.create_task(keep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _timed_services(
+    stores: Stores, scorer: Scorer, threaded: AsyncScorer, metrics: Metrics
+) -> tuple[ScoringService, AsyncScoringService]:
+    """The use case's two faces on ports whose every call is timed into ``metrics``: the
+    blocking ports serve the sync route, the async ones the async route."""
+    service = ScoringService(
+        features=timed.TimedFeatures(stores.features, metrics.store_time("sync", "read")),
+        sink=timed.TimedSink(stores.sink, metrics.store_time("sync", "write")),
+        scorer=timed.TimedScorer(scorer, metrics.model_time("sync")),
+    )
+    async_service = AsyncScoringService(
+        features=timed.TimedAsyncFeatures(
+            stores.async_features, metrics.store_time("async", "read")
+        ),
+        sink=timed.TimedAsyncSink(stores.async_sink, metrics.store_time("async", "write")),
+        scorer=timed.TimedAsyncScorer(threaded, metrics.model_time("async")),
+    )
+    return service, async_service
+
+
+@asynccontextmanager
+async def runtime(
+    settings: Settings, parts: Parts | None = None, *, multiprocess_dir: str | None = None
+) -> AsyncIterator[Runtime]:
     """Load the model, open the stores, start the gate, yield the wired services; close all on
-    exit. ``parts`` replaces any of the model, stores and key store."""
+    exit. ``parts`` replaces any of the model, stores and key store; ``multiprocess_dir``: the
+    directory the server's workers share their metrics through (None: this process only)."""
     parts = parts or Parts()
     async with AsyncExitStack() as stack:
+        metrics = Metrics(drift_window=settings.drift_window, multiprocess_dir=multiprocess_dir)
+        stack.callback(metrics.close)
         models = await _models(settings, parts)
         scorer = models.scorer
+        metrics.model_loaded(model_description(scorer.loaded.scorer))
+        # every model that starts serving later (a reload, a rollback) gets the same call
+        models.on_serving.append(
+            lambda loaded: metrics.model_loaded(model_description(loaded.scorer))
+        )
         threaded = ThreadScorer(scorer, timeout_s=settings.request_timeout_s)
         stack.callback(threaded.close)
         stores = parts.stores or await _stores(settings, stack)
+        await stack.enter_async_context(_pool_gauges(metrics, stores.pool_stats))
         keys = parts.keys or stores.keys or FileKeyStore(settings.keys_path)
         gate = await stack.enter_async_context(_fresh_gate(settings, keys))
         await stack.enter_async_context(models.running(settings.model_watch_s))
         model_check = model_readiness(threaded)
+        service, async_service = _timed_services(stores, scorer, threaded, metrics)
 
         async def checks() -> dict[str, str]:
             return {
@@ -270,12 +356,11 @@ async def runtime(settings: Settings, parts: Parts | None = None) -> AsyncIterat
             }
 
         yield Runtime(
-            service=ScoringService(features=stores.features, sink=stores.sink, scorer=scorer),
-            async_service=AsyncScoringService(
-                features=stores.async_features, sink=stores.async_sink, scorer=threaded
-            ),
+            service=service,
+            async_service=async_service,
             gate=gate,
             checks=checks,
+            metrics=metrics,
             liveness=lambda: _model_liveness(threaded),
             models=models,
         )
@@ -286,10 +371,13 @@ def _model_liveness(threaded: ThreadScorer) -> list[str]:
     return [f"model: a call is {stuck:.1f} s past its timeout"] if stuck > 0 else []
 
 
-def build_app(settings: Settings, parts: Parts | None = None) -> Litestar | FastPredictRoutes:
-    """The HTTP app for ``settings``, with ``parts`` wired in place of those it names."""
+def build_app(
+    settings: Settings, parts: Parts | None = None, *, multiprocess_dir: str | None = None
+) -> Litestar | FastPredictRoutes:
+    """The HTTP app for ``settings``, with ``parts`` wired in place of those it names; its
+    metrics shared through ``multiprocess_dir`` with the server's other workers, if given."""
     return create_app(
-        lambda: runtime(settings, parts),
+        lambda: runtime(settings, parts, multiprocess_dir=multiprocess_dir),
         retry_after_s=settings.retry_after_s,
         batching=Batching(
             max_batch=settings.max_batch,
@@ -298,11 +386,13 @@ def build_app(settings: Settings, parts: Parts | None = None) -> Litestar | Fast
             timeout_s=settings.request_timeout_s,
         ),
         fast_path=settings.fast_path == "on",
+        metrics_access=settings.metrics_access,
     )
 
 
 def app_from_env() -> Litestar | FastPredictRoutes:
-    """The server's factory: settings from the environment and ``.env``, read once here."""
+    """The server's factory: settings from the environment and ``.env``, read once here (and
+    the metrics' multiprocess directory, set by the ``serve`` command)."""
     settings = Settings.from_env(os.environ)
     logs.configure(settings.log_format)
-    return build_app(settings)
+    return build_app(settings, multiprocess_dir=os.environ.get(MULTIPROC_ENV) or None)

@@ -129,6 +129,7 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
     """Score a BAF file offline into Parquet or CSV (--record: also into PostgreSQL)."""
     from fraudscore_adapters import batchscore  # noqa: PLC0415
     from fraudscore_adapters.xgb import XGBScorer, required_pins, versions  # noqa: PLC0415
+    from fraudscore_adapters.xgb.reasons import ReasonPolicy  # noqa: PLC0415
 
     source, out = Path(args.input), Path(args.out)
     try:  # every argument is checked before the model or the file is read
@@ -145,8 +146,10 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
         allow_unpinned=settings.allow_unpinned_model == "on",
     )
     started = time.perf_counter()
+    policy = ReasonPolicy(method=settings.reasons_method)
+    threads = os.cpu_count() or 1
     model_dir = versions.locate(settings.artifact_dir).path  # what `current` names, once
-    scorer = XGBScorer.load(model_dir, threads=os.cpu_count() or 1, pin=pins)
+    scorer = XGBScorer.load(model_dir, threads=threads, pin=pins, reasons=policy)
     log(f"model {scorer.model_version} (threshold {scorer.threshold:.6f}); reading and"
         f" validating {source}")  # fmt: skip
     frame, report = batchscore.read_applications(source, drop_invalid=args.drop_invalid)
@@ -154,8 +157,14 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
         log(f"dropped {report.dropped:,} invalid rows: " + "; ".join(map(str, report.problems)))
     log(f"{report.rows_in:,} rows read, {frame.height:,} valid")
     scoring = time.perf_counter()
+    if args.explain:
+        log(f"explaining every row ({settings.reasons_method}: FRAUDSCORE_REASONS_METHOD)")
     scored = batchscore.score_frame(
-        scorer, frame, chunk_rows=args.chunk_rows, progress=progress_printer("scored")
+        scorer,
+        frame,
+        chunk_rows=args.chunk_rows,
+        progress=progress_printer("scored"),
+        explain=args.explain,
     )
     seconds = time.perf_counter() - scoring
     log(f"scored {scored.height:,} rows in {seconds:.1f}s ({scored.height / seconds:,.0f} rows/s)"
@@ -355,9 +364,15 @@ def _hangup_to_workers() -> type[MPServer]:
 def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
     """Serve the HTTP API (granian or uvicorn, FRAUDSCORE_SERVER) until interrupted; SIGHUP
     reloads the model in every worker."""
-    _check_servable(settings)
-    with _run_dir(settings):
-        _serve(settings)
+    # before anything imports prometheus_client (_check_servable does): the workers' metrics
+    # go to one private directory, merged by whichever worker answers GET /metrics
+    from fraudscore_adapters.monitoring.procdir import shared_metrics_dir  # noqa: PLC0415
+
+    with shared_metrics_dir() as metrics_dir:
+        log(f"metrics: the workers share {metrics_dir} (removed on exit)")
+        _check_servable(settings)
+        with _run_dir(settings):
+            _serve(settings)
 
 
 def _serve(settings: Settings) -> None:
@@ -483,6 +498,9 @@ def _parser() -> argparse.ArgumentParser:
         "--record", action="store_true", help="also COPY the predictions into PostgreSQL"
     )
     score.add_argument("--chunk-rows", type=int, default=100_000, help="rows scored at a time")
+    score.add_argument(
+        "--explain", action="store_true", help="add each row's reasons (a JSON column)"
+    )
     keys = sub.choices["keys"].add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="mint a key; it is printed once, on stdout")
     create.add_argument("--name", required=True, help="who or what the key is for")

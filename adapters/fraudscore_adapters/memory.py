@@ -27,6 +27,7 @@ from fraudscore import (
     FraudscoreError,
     Kind,
     Prediction,
+    Reasons,
     UnknownUser,
     Value,
 )
@@ -181,7 +182,7 @@ class MemoryFeatureStore:
             self._segments = tuple(segments)
 
 
-_Record = tuple[int, int, float, bool, float, str, str, datetime, str | None]
+_Record = tuple[int, int, float, bool, float, str, str, datetime, str | None, Reasons | None]
 """A kept prediction as plain values (the id as its 128-bit int)."""
 
 
@@ -204,7 +205,7 @@ class MemoryPredictionSink:
         """Keep ``predictions``."""
         rows = [
             (p.prediction_id.int, p.user_id, p.probability, p.is_fraud, p.threshold,
-             p.model_version, p.route, p.created_at, p.caller)
+             p.model_version, p.route, p.created_at, p.caller, p.reasons)
             for p in predictions
         ]  # fmt: skip
         with self._lock:

@@ -51,6 +51,7 @@ from fraudscore import Application, FraudscoreError, ModelUnavailable, Scores
 from fraudscore.ports import Scorer
 from fraudscore_adapters.xgb import versions
 from fraudscore_adapters.xgb.artifacts import MANIFEST, PIN_SETTING, manifest_sha256, pinned_sha256
+from fraudscore_adapters.xgb.reasons import DEFAULT_REASONS, ReasonPolicy
 from fraudscore_adapters.xgb.scorer import XGBScorer
 from fraudscore_adapters.xgb.versions import Located, VersionError
 
@@ -117,7 +118,9 @@ class Loaded:
 class _Released:
     """In place of a replaced model's scorer in the records."""
 
-    def score(self, applications: Sequence[Application]) -> Scores:
+    def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
         """Never called: the model was replaced."""
         raise ModelUnavailable("this model was replaced")
 
@@ -127,11 +130,12 @@ Loader = Callable[[Located, str], Loaded]
 raises ModelUnavailable saying why not."""
 
 
-def load_xgb(located: Located, sha256: str) -> Loaded:
+def load_xgb(located: Located, sha256: str, *, reasons: ReasonPolicy = DEFAULT_REASONS) -> Loaded:
     """The XGBoost model at ``located``: its manifest must hash to ``sha256`` (checked on the
     very bytes then parsed, so a manifest swapped since it was looked at is refused), then the
-    checksums, library versions, unpickling and self-check of :meth:`XGBScorer.load`."""
-    scorer = XGBScorer.load(located.path, pin=sha256)
+    checksums, library versions, unpickling and self-check of :meth:`XGBScorer.load`; its
+    reason codes by ``reasons``."""
+    scorer = XGBScorer.load(located.path, pin=sha256, reasons=reasons)
     return Loaded(
         scorer,
         scorer.model_version,

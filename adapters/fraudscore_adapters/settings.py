@@ -32,6 +32,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "server": ("granian", "uvicorn"),
     "allow_unpinned_model": ("on", "off"),
     "log_format": ("text", "json"),
+    "reasons": ("flagged", "requested"),
+    "reasons_method": ("approx", "exact"),
+    "metrics_access": ("open", "admin"),
 }
 _AT_LEAST_ONE = (
     "workers",
@@ -41,6 +44,7 @@ _AT_LEAST_ONE = (
     "memory_predictions",
     "max_queue",
     "rate_limit_burst",
+    "drift_window",
 )
 _POSITIVE = (
     "request_timeout_s",
@@ -163,9 +167,26 @@ class Settings:
     """A private folder (mode 0700, owned by the server's user) the worker processes of one
     server share: the model pins an admin vouched for reach every worker through it. ``serve``
     makes one for each run when unset, and removes it at exit."""
+    reasons: str = "flagged"
+    """When predictions carry reasons: ``flagged`` (every flagged one, and any asked for with
+    ``?explain=true``) or ``requested`` (only those asked for)."""
+    reasons_method: str = "approx"
+    """How reasons are computed: ``approx`` (Saabas: ~2-3% of throughput at ~6% flagged) or
+    ``exact`` (TreeSHAP: ~2-3 ms a row, about half the throughput at ~6% flagged); see
+    ``fraudscore_adapters.xgb.reasons``."""
     log_format: str = "text"
     """The server's logs: ``text`` (a line per event) or ``json`` (one JSON object a line:
     time, level, logger, message, the request id when known, the traceback when any)."""
+    metrics_access: str = "open"
+    """Who may read ``GET /metrics``: ``open`` (anyone who reaches the port, as a Prometheus
+    scraper without credentials; keep the port on a private network, as the probes) or
+    ``admin`` (an API key with the ``admin`` scope, e.g. Prometheus's ``authorization``
+    setting of the scrape job)."""
+    drift_window: int = 10_000
+    """How many of its latest scores each worker compares with the model's validation scores
+    (the PSI of ``fraudscore_score_psi``; NaN until that many were served). Smaller reacts
+    sooner and is noisier: the PSI of n scores drawn from the validation distribution itself
+    averages about 9 / n with decile bins."""
 
     @property
     def raw_dir(self) -> Path:

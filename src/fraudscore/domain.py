@@ -15,6 +15,8 @@ __all__ = [
     "MAX_USER_ID",
     "Application",
     "Prediction",
+    "Reason",
+    "Reasons",
     "Scores",
     "is_fraud",
     "parse_user_id",
@@ -90,12 +92,32 @@ def is_fraud(probability: float, threshold: float) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Reason:
+    """One feature that pushed a score up: its value in the application and its contribution
+    to the model's margin, in log-odds."""
+
+    feature: str
+    value: Value
+    contribution: float
+
+
+Reasons = tuple[Reason, ...]
+"""Why an application scored as it did: the features that pushed its score up the most,
+largest contribution first (empty when none did)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Scores:
-    """What a scorer returns for a batch: one probability per application, in order."""
+    """What a scorer returns for a batch: one probability per application, in order.
+
+    ``reasons``, when given, holds one entry per application: its reasons, or None where the
+    scorer did not explain it.
+    """
 
     probabilities: Sequence[float]
     threshold: float
     model_version: str
+    reasons: Sequence[Reasons | None] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -107,6 +129,10 @@ class Scores:
         if not (math.isfinite(p) and 0.0 <= p <= 1.0):
             raise ModelUnavailable(f"scorer returned {p}, which is not a probability")
         return p
+
+    def reasons_of(self, index: int) -> Reasons | None:
+        """The reasons of application ``index``, None when it was not explained."""
+        return None if self.reasons is None else self.reasons[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +150,6 @@ class Prediction:
     caller: str | None = None
     """Who asked: the API key id on the HTTP routes (the audit trail); None for a library
     call that names no one."""
+    reasons: Reasons | None = None
+    """Why it scored as it did, when the scorer explained it (flagged applications, and any
+    whose caller asked); None when not explained."""

@@ -66,9 +66,17 @@ class AsyncPredictionSink(Protocol):
 
 
 class Scorer(Protocol):
-    """A fraud model. Batch-first: scoring one application is a batch of one."""
+    """A fraud model. Batch-first: scoring one application is a batch of one.
 
-    def score(self, applications: Sequence[Application]) -> Scores:
+    A scorer that can explain its scores gives reasons (``Scores.reasons``) for the
+    applications its own policy names (e.g. the flagged ones) and for each application whose
+    ``explain`` entry is true. ``explain`` is passed only when some entry is true, so a scorer
+    that cannot explain still serves every request that does not ask.
+    """
+
+    def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
         """One fraud probability per application, in order; raise ModelUnavailable."""
         ...
 
@@ -76,6 +84,8 @@ class Scorer(Protocol):
 class AsyncScorer(Protocol):
     """The async face of :class:`Scorer` (e.g. a micro-batcher in front of one)."""
 
-    async def score(self, applications: Sequence[Application]) -> Scores:
+    async def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
         """One fraud probability per application, in order; raise ModelUnavailable."""
         ...

@@ -53,6 +53,7 @@ class _Batch:
     __slots__ = (
         "_callers",
         "_clock",
+        "_explain",
         "_flight",
         "_ids",
         "_new_id",
@@ -67,12 +68,17 @@ class _Batch:
         route: str,
         clock: Clock,
         new_id: IdFactory,
+        *,
         callers: Sequence[str | None] | None,
+        explain: Sequence[bool] | None,
     ) -> None:
         if callers is not None and len(callers) != len(user_ids):
             raise ValueError(f"{len(callers)} callers for {len(user_ids)} user ids")
+        if explain is not None and len(explain) != len(user_ids):
+            raise ValueError(f"{len(explain)} explain flags for {len(user_ids)} user ids")
         self._route = route
         self._callers = callers
+        self._explain = explain if explain is not None and any(explain) else None
         self._clock = clock
         self._new_id = new_id
         self._outcomes: list[Outcome | None] = [None] * len(user_ids)
@@ -104,9 +110,19 @@ class _Batch:
         self._flight = flight
         return applications
 
+    def explaining(self) -> dict[str, list[bool]]:
+        """The scorer's keyword arguments for the applications in flight: their explain flags
+        when any of them asked for reasons, else none (a scorer that cannot explain still
+        serves every batch in which nobody asks)."""
+        if self._explain is None:
+            return {}
+        return {"explain": [self._explain[i] for i in self._flight]}
+
     def scored(self, scores: Scores) -> list[Prediction]:
         """Take the model's answer (one per application, in order); the predictions to record."""
         _check_count(len(scores.probabilities), len(self._flight), "scorer", ModelUnavailable)
+        if scores.reasons is not None:
+            _check_count(len(scores.reasons), len(self._flight), "scorer", ModelUnavailable)
         now = self._clock()
         flight = []
         for index, i in enumerate(self._flight):
@@ -127,6 +143,7 @@ class _Batch:
                     route=self._route,
                     created_at=now,
                     caller=None if self._callers is None else self._callers[i],
+                    reasons=scores.reasons_of(index),
                 )
             )
         self._flight = flight
@@ -191,14 +208,23 @@ class ScoringService(_Wired[FeatureRepository, PredictionSink, Scorer]):
     """The use case with blocking ports (library callers, the sync route's worker threads)."""
 
     def predict(
-        self, user_id: int | str, *, route: str = "library", caller: str | None = None
+        self,
+        user_id: int | str,
+        *,
+        route: str = "library",
+        caller: str | None = None,
+        explain: bool = False,
     ) -> Prediction:
         """Score the newest application of ``user_id``, record the prediction, return it.
 
-        Raises InvalidUserId, UnknownUser, InvalidFeatures, StoreUnavailable, ModelUnavailable.
-        Nothing is recorded unless scoring succeeded; nothing is returned unless it was recorded.
+        ``explain`` asks for the prediction's reasons even when it is not flagged (the scorer
+        explains flagged ones by its own policy). Raises InvalidUserId, UnknownUser,
+        InvalidFeatures, StoreUnavailable, ModelUnavailable. Nothing is recorded unless
+        scoring succeeded; nothing is returned unless it was recorded.
         """
-        return _one(self.predict_many((user_id,), route=route, callers=(caller,)))
+        return _one(
+            self.predict_many((user_id,), route=route, callers=(caller,), explain=(explain,))
+        )
 
     def predict_many(
         self,
@@ -206,17 +232,19 @@ class ScoringService(_Wired[FeatureRepository, PredictionSink, Scorer]):
         *,
         route: str = "library",
         callers: Sequence[str | None] | None = None,
+        explain: Sequence[bool] | None = None,
     ) -> list[Outcome]:
         """:meth:`predict` for many users at once: one read, one model call, one write.
 
         One outcome per user, in order: the recorded prediction, or the error that stopped it.
-        ``callers``, one per user, says who asked for each (recorded with its prediction).
+        ``callers``, one per user, says who asked for each (recorded with its prediction);
+        ``explain``, one per user, who asked for reasons.
         """
-        batch = _Batch(user_ids, route, self._clock, self._new_id, callers)
+        batch = _Batch(user_ids, route, self._clock, self._new_id, callers=callers, explain=explain)
         try:
             ids = batch.ids()
             if ids and (applications := batch.found(self._features.latest_many(ids))):
-                predictions = batch.scored(self._scorer.score(applications))
+                predictions = batch.scored(self._scorer.score(applications, **batch.explaining()))
                 if predictions:
                     batch.recorded(self._sink.record_many(predictions))
         except FraudscoreError as exc:
@@ -228,10 +256,17 @@ class AsyncScoringService(_Wired[AsyncFeatureRepository, AsyncPredictionSink, As
     """The use case with async ports, for callers on an event loop."""
 
     async def predict(
-        self, user_id: int | str, *, route: str = "library", caller: str | None = None
+        self,
+        user_id: int | str,
+        *,
+        route: str = "library",
+        caller: str | None = None,
+        explain: bool = False,
     ) -> Prediction:
         """Async face of :meth:`ScoringService.predict`, with the same contract."""
-        return _one(await self.predict_many((user_id,), route=route, callers=(caller,)))
+        return _one(
+            await self.predict_many((user_id,), route=route, callers=(caller,), explain=(explain,))
+        )
 
     async def predict_many(
         self,
@@ -239,13 +274,16 @@ class AsyncScoringService(_Wired[AsyncFeatureRepository, AsyncPredictionSink, As
         *,
         route: str = "library",
         callers: Sequence[str | None] | None = None,
+        explain: Sequence[bool] | None = None,
     ) -> list[Outcome]:
         """Async face of :meth:`ScoringService.predict_many`, with the same contract."""
-        batch = _Batch(user_ids, route, self._clock, self._new_id, callers)
+        batch = _Batch(user_ids, route, self._clock, self._new_id, callers=callers, explain=explain)
         try:
             ids = batch.ids()
             if ids and (applications := batch.found(await self._features.latest_many(ids))):
-                predictions = batch.scored(await self._scorer.score(applications))
+                predictions = batch.scored(
+                    await self._scorer.score(applications, **batch.explaining())
+                )
                 if predictions:
                     batch.recorded(await self._sink.record_many(predictions))
         except FraudscoreError as exc:

@@ -5,11 +5,13 @@ interval, recorded as the caller, its last use written back)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import polars as pl
 import psycopg
 import pytest
 from psycopg import sql
@@ -238,3 +240,31 @@ def test_the_last_use_of_a_key_moves_forward(served: Served) -> None:
 
 def _ok(served: Served, key: str) -> bool:
     return _status(served, bearer(key)) == 200
+
+
+def test_offline_scoring_matches_the_routes_row_for_row(
+    served: Served, tiny_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`score --explain` on a Kaggle-layout CSV of the served rows gives each row the
+    probability, flag and reasons the HTTP routes give its user (rows are numbered as the
+    stores number them)."""
+    rows = 40
+    pl.read_parquet(tiny_model[0]).head(rows).write_csv(tmp_path / "base.csv")
+    out = tmp_path / "scored.csv"
+    served.cli("score", str(tmp_path / "base.csv"), "--out", str(out), "--explain")
+    offline = pl.read_csv(out)
+    assert offline["user_id"].to_list() == list(range(rows))
+    for row in offline.iter_rows(named=True):
+        route = "sync" if row["user_id"] % 2 else "async"
+        answer = httpx.post(
+            f"{served.base}/predict/{route}/{row['user_id']}?explain=true", headers=served.auth
+        ).json()
+        assert answer["probability"] == pytest.approx(row["probability"], abs=1e-12, rel=0)
+        assert answer["is_fraud"] == row["is_fraud"]
+        assert answer["model_version"] == row["model_version"]
+        reasons = json.loads(row["reasons"])
+        assert [r["feature"] for r in answer["reasons"]] == [r["feature"] for r in reasons]
+        assert [r["value"] for r in answer["reasons"]] == [r["value"] for r in reasons]
+        assert [r["contribution"] for r in answer["reasons"]] == pytest.approx(
+            [r["contribution"] for r in reasons], abs=1e-6
+        )

@@ -48,7 +48,13 @@ def open_pool(url: str, timeout_s: float = 2.0, statement_timeout_ms: int = 2_00
     )
 
 
-ALL_MIGRATIONS = ["0001.feature-store", "0002.predictions", "0003.api-keys", "0004.app-role"]
+ALL_MIGRATIONS = [
+    "0001.feature-store",
+    "0002.predictions",
+    "0003.api-keys",
+    "0004.app-role",
+    "0005.prediction-reasons",
+]
 
 
 def tables(url: str) -> set[str]:
@@ -66,7 +72,11 @@ def test_migrations_apply_roll_back_and_reapply(empty_database_url: str) -> None
     assert apply_migrations(url, MIGRATIONS) == ALL_MIGRATIONS
     assert tables(url) == {"feature_store", "predictions", "api_keys"}
     assert apply_migrations(url, MIGRATIONS) == []
-    assert rollback_migrations(url, MIGRATIONS, count=2) == ["0004.app-role", "0003.api-keys"]
+    assert rollback_migrations(url, MIGRATIONS, count=3) == [
+        "0005.prediction-reasons",
+        "0004.app-role",
+        "0003.api-keys",
+    ]
     assert tables(url) == {"feature_store", "predictions"}
     assert rollback_migrations(url, MIGRATIONS, count=1) == ["0002.predictions"]
     assert tables(url) == {"feature_store"}

@@ -38,6 +38,8 @@ from tests.support import RAW_APPLICATION
 pytestmark = pytest.mark.integration
 
 APP_ROLE = "fraudscore_app"
+LATEST = "0005.prediction-reasons"
+"""The newest migration."""
 KEY_ID = "0123456789ab"
 USER = 42
 INIT_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "postgres-init" / "10-roles.sh"
@@ -291,15 +293,16 @@ def test_rollback_revokes_in_its_database_only_and_keeps_the_shared_role(
     empty_database_url: str, server_url: str
 ) -> None:
     with fresh_database(server_url) as other:
-        assert apply_migrations(other, MIGRATIONS)[-1] == "0004.app-role"
-        assert apply_migrations(empty_database_url, MIGRATIONS)[-1] == "0004.app-role"
-        assert rollback_migrations(empty_database_url, MIGRATIONS, count=1) == ["0004.app-role"]
+        assert apply_migrations(other, MIGRATIONS)[-1] == LATEST
+        assert apply_migrations(empty_database_url, MIGRATIONS)[-1] == LATEST
+        since_roles = [LATEST, "0004.app-role"]
+        assert rollback_migrations(empty_database_url, MIGRATIONS, count=2) == since_roles
         assert grants(empty_database_url) == NO_GRANTS
         assert grants(other) == EXACT_GRANTS  # the other database is untouched
         with psycopg.connect(empty_database_url) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
             assert exists.fetchone() == (1,)
-        assert apply_migrations(empty_database_url, MIGRATIONS) == ["0004.app-role"]
+        assert apply_migrations(empty_database_url, MIGRATIONS) == since_roles[::-1]
         assert grants(empty_database_url) == EXACT_GRANTS
 
 
@@ -330,7 +333,7 @@ def test_the_compose_init_script_gives_the_jobs_an_owner_and_the_api_a_member() 
         base = cluster.url("fraudscore")
         owner = as_user(base, "fraudscore_owner", "owner-pw")
         web = as_user(base, "fraudscore_web", "web-pw")
-        assert apply_migrations(owner, MIGRATIONS)[-1] == "0004.app-role"
+        assert apply_migrations(owner, MIGRATIONS)[-1] == LATEST
         seed(owner)  # the jobs' writes: features, a key
         with psycopg.connect(owner) as conn:
             owned = conn.execute(
@@ -371,5 +374,5 @@ def test_the_migration_creates_the_role_only_where_it_may_and_checks_an_existing
             apply_migrations(owner, MIGRATIONS)
         with psycopg.connect(cluster.url(), autocommit=True) as admin:
             admin.execute("ALTER ROLE fraudscore_app NOLOGIN")
-        assert apply_migrations(owner, MIGRATIONS)[-1] == "0004.app-role"
+        assert apply_migrations(owner, MIGRATIONS)[-1] == LATEST
         assert grants(owner) == EXACT_GRANTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -62,6 +63,21 @@ def test_record_copies_every_scored_row(
     assert {i.version for i in ids} == {4}
     columns = ["user_id", "probability", "is_fraud", "threshold", "model_version"]
     assert rows.select(columns).equals(scored.select(columns))  # exact floats, via CSV COPY
+
+
+def test_record_with_explain_stores_each_rows_reasons(env: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    assert cli.main(["score", "in.csv", "--out", str(out), "--record", "--explain"]) == 0
+    written = pl.read_csv(out)
+    with psycopg.connect(env) as conn:
+        rows = conn.execute("SELECT user_id, reasons FROM predictions ORDER BY user_id").fetchall()
+    assert len(rows) == written.height == ROWS
+    for (user_id, reasons), (want_id, document) in zip(
+        rows, written.select("user_id", "reasons").iter_rows(), strict=True
+    ):
+        assert user_id == want_id
+        assert reasons == json.loads(document)
+    assert all(isinstance(r, list) for _, r in rows)
 
 
 def test_a_failed_record_writes_no_output(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,8 @@ from fraudscore import (
     Application,
     AsyncScoringService,
     Prediction,
+    Reason,
+    Reasons,
     ScoringService,
     UnknownUser,
 )
@@ -62,6 +64,11 @@ def _memory() -> Iterator[Stores]:
     yield Stores(store, sink, store.add_many, lambda: list(sink.records), run_async)
 
 
+def stored_reasons(document: list[dict[str, Any]] | None) -> Reasons | None:
+    """The reasons of a ``predictions.reasons`` document."""
+    return None if document is None else tuple(Reason(**r) for r in document)
+
+
 def _postgres(url: str) -> Iterator[Stores]:
     pool = postgres.open_pool(url, **POOL)
 
@@ -75,9 +82,9 @@ def _postgres(url: str) -> Iterator[Stores]:
         with psycopg.connect(url) as conn:
             rows = conn.execute(
                 "SELECT id, user_id, probability, is_fraud, threshold, model_version, route,"
-                " created_at FROM predictions ORDER BY created_at, id"
+                " created_at, caller, reasons FROM predictions ORDER BY created_at, id"
             ).fetchall()
-        return [Prediction(*row) for row in rows]
+        return [replace(Prediction(*row[:-1]), reasons=stored_reasons(row[-1])) for row in rows]
 
     def run_async(fn: Any) -> Any:
         async def go() -> Any:
@@ -179,11 +186,16 @@ def test_every_value_roundtrips_exactly(stores: Stores) -> None:
 
 
 def test_the_use_case_records_what_it_returns(stores: Stores) -> None:
-    stores.add([1], [application(housing_status="BA")])
+    stores.add([1, 2], [application(housing_status="BA"), application(housing_status="BB")])
     svc = ScoringService(features=stores.features, sink=stores.sink, scorer=RuleScorer())
-    prediction = svc.predict(1, route="sync")
-    assert prediction.is_fraud
-    assert stores.predictions() == [prediction]
+    flagged = svc.predict(1, route="sync", caller="0123456789ab")
+    explained = svc.predict(2, route="async", explain=True)
+    plain = svc.predict(2, route="async")
+    assert flagged.is_fraud
+    assert flagged.reasons == (Reason("housing_status", "BA", 2.0),)
+    assert explained.reasons == (Reason("housing_status", "BB", 0.5),)
+    assert plain.reasons is None
+    assert stores.predictions() == [flagged, explained, plain]
 
 
 def test_the_async_faces_agree_with_the_blocking_ones(stores: Stores) -> None:

@@ -159,7 +159,9 @@ class SlowCountingScorer:
         self.inner = RuleScorer()
         self.lock = threading.Lock()
 
-    def score(self, applications: Sequence[Application]) -> Scores:
+    def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
         time.sleep(0.005)
         with self.lock:
             return self.inner.score(applications)
@@ -172,7 +174,9 @@ class ThreadNoting(SlowCountingScorer):
         super().__init__()
         self.threads: set[str] = set()
 
-    def score(self, applications: Sequence[Application]) -> Scores:
+    def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
         self.threads.add(threading.current_thread().name)
         return super().score(applications)
 
@@ -249,7 +253,9 @@ def test_a_failing_model_fails_every_waiting_caller_and_recovers() -> None:
     class Flaky:
         calls = 0
 
-        def score(self, applications: Sequence[Application]) -> Scores:
+        def score(
+            self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+        ) -> Scores:
             Flaky.calls += 1
             if Flaky.calls <= 2:  # a batch of one, then the three that queued behind it
                 raise ModelUnavailable("boom")
@@ -467,7 +473,9 @@ def test_a_model_past_its_deadline_is_unavailable_and_shows_as_stuck() -> None:
     release = threading.Event()
 
     class Hanging:
-        def score(self, applications: Sequence[Application]) -> Scores:
+        def score(
+            self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+        ) -> Scores:
             release.wait(5)
             return RuleScorer().score(applications)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -118,6 +119,27 @@ def test_kaggle_csv_in_csv_out(
     assert out["user_id"].to_list() == list(range(ROWS))
     assert out["is_fraud"].dtype == pl.Boolean
     assert out["probability"].to_list() == pytest.approx(expected, abs=1e-12, rel=0)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_explain_adds_each_rows_reasons_as_the_service_gives_them(
+    env: Path, raw: pl.DataFrame, scorer: XGBScorer, suffix: str
+) -> None:
+    raw.head(300).write_csv(env / "in.csv")
+    assert score(env / "in.csv", "--out", env / f"out{suffix}", "--explain") == 0
+    out = read(env / f"out{suffix}")
+    assert out.columns == [*batchscore.OUTPUT_COLUMNS, batchscore.REASONS_COLUMN]
+    rows = raw.head(300).select(FEATURE_NAMES).to_dicts()
+    for row, document in zip(rows, out["reasons"], strict=True):
+        (served,) = scorer.score([Application.parse(row)], explain=[True]).reasons or [None]
+        assert served is not None
+        reasons = json.loads(document)
+        assert [r["feature"] for r in reasons] == [r.feature for r in served]
+        assert [r["value"] for r in reasons] == [r.value for r in served]
+        assert [r["contribution"] for r in reasons] == pytest.approx(
+            [r.contribution for r in served], abs=1e-6
+        )
+    assert any(len(json.loads(d)) >= 2 for d in out["reasons"])
 
 
 def test_a_user_id_column_is_kept(env: Path, raw: pl.DataFrame, expected: list[float]) -> None:

@@ -26,6 +26,7 @@ from fraudscore import (
     FraudscoreError,
     InvalidFeatures,
     ModelUnavailable,
+    Reason,
     Scores,
     StoreUnavailable,
 )
@@ -299,6 +300,40 @@ def test_health_readiness_and_the_schema_need_no_key(world: World) -> None:
         assert client.post("/predict/sync/1").status_code == 401
 
 
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+def test_flagged_predictions_and_asked_ones_carry_their_reasons(
+    world: World, fast_path: str
+) -> None:
+    """User 1 is flagged (BA): reasons by default. User 2 is not: reasons only when asked.
+    What is returned is what is recorded."""
+    with TestClient(world.app(fast_path=fast_path)) as client:
+        client.headers.update(world.auth)
+        flagged = client.post("/predict/sync/1").json()
+        asked = client.post("/predict/async/2?explain=true").json()
+        plain = client.post("/predict/async/2").json()
+        declined = client.post("/predict/sync/2?explain=false").json()
+        wrong = client.post("/predict/sync/2?explain=maybe")
+    assert flagged["is_fraud"]
+    assert flagged["reasons"] == [{"feature": "housing_status", "value": "BA", "contribution": 2.0}]
+    assert not asked["is_fraud"]
+    assert asked["reasons"] == [{"feature": "housing_status", "value": "BB", "contribution": 0.5}]
+    assert plain["reasons"] is None
+    assert declined["reasons"] is None
+    assert wrong.status_code == 400
+    assert wrong.headers["content-type"] == "application/problem+json"
+    records = {str(p.prediction_id): p for p in world.sink.records}
+    assert len(records) == 4  # the refused one is not scored
+    for body in (flagged, asked, plain, declined):
+        stored = records[body["prediction_id"]].reasons
+        expected = body["reasons"]
+        assert (stored is None) == (expected is None)
+        assert [vars_of(r) for r in stored or ()] == (expected or [])
+
+
+def vars_of(reason: Reason) -> dict[str, object]:
+    return {"feature": reason.feature, "value": reason.value, "contribution": reason.contribution}
+
+
 def test_openapi_documents_what_the_routes_do(client: Client) -> None:
     schema = client.get("/schema/openapi.json").json()
     for route in ("sync", "async"):
@@ -311,6 +346,14 @@ def test_openapi_documents_what_the_routes_do(client: Client) -> None:
         assert operation["security"] == [{"apiKey": []}]
     assert "get" not in schema["paths"]["/predict/sync/{user_id}"]
     assert "PredictionOut" in schema["components"]["schemas"]
+    for route in ("sync", "async"):
+        parameters = schema["paths"][f"/predict/{route}/{{user_id}}"]["post"]["parameters"]
+        explain = next(p for p in parameters if p["name"] == "explain")
+        assert (explain["in"], explain["schema"]["type"]) == ("query", "boolean")
+    out = schema["components"]["schemas"]["PredictionOut"]["properties"]["reasons"]
+    assert "ReasonOut" in str(out)
+    reason = schema["components"]["schemas"]["ReasonOut"]["properties"]
+    assert set(reason) == {"feature", "value", "contribution"}
     scheme = schema["components"]["securitySchemes"]["apiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     assert "security" not in schema  # no key asked for by default: health, readiness, docs
@@ -373,7 +416,9 @@ def test_readiness_scores_a_probe_and_names_a_model_fault() -> None:
             self.scores, self.delay_s = scores, delay_s
             self.seen: list[int] = []
 
-        async def score(self, applications: Sequence[Application]) -> Scores:
+        async def score(
+            self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+        ) -> Scores:
             self.seen.append(len(applications))
             await asyncio.sleep(self.delay_s)
             if self.scores is None:
@@ -444,6 +489,11 @@ REQUESTS: list[Request] = [
     ("POST", "/predict/async/99999999999999999999", {}, True),
     ("POST", "/predict/sync/" + "9" * 300, {}, True),
     ("POST", "/predict/async/1", {"content": b""}, True),
+    ("POST", "/predict/sync/2?explain=true", {}, True),
+    ("POST", "/predict/async/2?explain=false", {}, True),
+    ("POST", "/predict/async/2?explain=1", {}, False),
+    ("POST", "/predict/sync/2?explain=maybe", {}, False),
+    ("POST", "/predict/sync/2?other=1", {}, False),
     ("POST", "/predict/async/1", {"content": b"{}"}, False),
     ("POST", "/predict/sync/1", BIG, False),
     ("POST", "/predict/async/1/", {}, False),
@@ -480,6 +530,11 @@ def exchange(
     return got, spy.paths
 
 
+def path(target: str) -> str:
+    """The path of a request target (what ASGI's scope calls ``path``)."""
+    return target.partition("?")[0]
+
+
 @pytest.mark.parametrize("fault", ["none", "store down", "corrupt features", "model down", "bug"])
 def test_the_fast_path_answers_exactly_as_litestar_does(world: World, fault: str) -> None:
     if fault == "store down":
@@ -493,7 +548,7 @@ def test_the_fast_path_answers_exactly_as_litestar_does(world: World, fault: str
     fast, to_litestar = exchange(world, fast_path=True)
     slow, everything = exchange(world, fast_path=False)
     assert fast == slow
-    assert to_litestar == [p for _, p, _, fast in REQUESTS if not fast]  # the rest: fast path
+    assert to_litestar == [path(p) for _, p, _, fast in REQUESTS if not fast]  # the rest: fast
     assert len(everything) == len(REQUESTS)
     statuses = {status for status, _, _ in fast}
     assert statuses >= ({200, 400, 404, 405, 413} if fault == "none" else {405, 413})

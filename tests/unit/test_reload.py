@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from litestar.testing import TestClient
 
 from fraudscore import Application, ModelUnavailable, Scores
+from fraudscore.ports import Scorer
 from fraudscore_adapters.access import MemoryKeyStore, mint
 from fraudscore_adapters.bootstrap import Parts, Stores, build_app
 from fraudscore_adapters.http import FastPredictRoutes
@@ -115,7 +116,8 @@ def test_explain_is_passed_on_only_when_given() -> None:
             return Scores([0.2] * len(applications), 0.5, "explaining")
 
     apps = [application()]
-    assert SwappableScorer(Loaded.wired(Plain())).score(apps).model_version == "plain"
+    plain = cast(Scorer, Plain())  # a scorer written before the port took `explain`
+    assert SwappableScorer(Loaded.wired(plain)).score(apps).model_version == "plain"
     swappable = SwappableScorer(Loaded.wired(Explaining()))
     swappable.score(apps)
     swappable.score(apps, explain=[True])
@@ -236,7 +238,9 @@ class XGBScorerStub:
     model_version = "stub-1"
     threshold = 0.5
 
-    def score(self, applications: Sequence[Application]) -> Scores:
+    def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
         return Scores([0.5] * len(applications), self.threshold, self.model_version)
 
 
@@ -459,6 +463,28 @@ def test_reload_to_a_version_and_rollback_move_the_pointers(root: Path) -> None:
         assert status["pinned"] is False
         again = client.post("/admin/reload", headers=admin).json()
         assert again["outcome"] == "already-serving"
+
+
+def test_the_metrics_follow_the_model_that_serves(root: Path) -> None:
+    """The metrics' "a model now serves" call runs at start and at every swap: the model
+    version gauge moves to the new model (and its drift window restarts)."""
+    a, b = version_names(root)
+    service = Service(root)
+    with service.client() as client:
+        admin = auth(service.admin_key)
+
+        def info() -> dict[str, str]:
+            text = client.get("/metrics").text
+            found = re.findall(
+                r'^fraudscore_model_info\{model_version="([^"]+)"\} (\S+)$', text, re.M
+            )
+            return dict(found)
+
+        assert info() == {model_version_of(root, a): "1.0"}
+        client.post("/admin/reload", json={"version": b}, headers=admin)
+        assert info() == {model_version_of(root, a): "0.0", model_version_of(root, b): "1.0"}
+        client.post("/admin/rollback", headers=admin)
+        assert info() == {model_version_of(root, a): "1.0", model_version_of(root, b): "0.0"}
 
 
 @pytest.mark.parametrize("seen", ["by access()", "at the rename"])

@@ -349,3 +349,59 @@ def test_callers_must_match_the_user_ids(store: MemoryFeatureStore) -> None:
     service = ScoringService(features=store, sink=MemoryPredictionSink(), scorer=RuleScorer())
     with pytest.raises(ValueError, match="2 callers for 1 user ids"):
         service.predict_many([1], callers=["a", "b"])
+
+
+def test_reasons_are_asked_for_the_users_who_asked_and_kept_with_their_predictions(
+    store: MemoryFeatureStore,
+) -> None:
+    """The scorer hears the explain flags of the users it scores (not of those settled before
+    it: a bad id, an unknown user), and only when someone asked; each prediction keeps the
+    reasons the scorer gave for it, and is recorded with them."""
+    scorer, sink = RuleScorer(), MemoryPredictionSink()
+    svc = service(store, sink, scorer)
+    outcomes = svc.predict_many(
+        ["x", 9, 2, 1, 2], callers=None, explain=[True, True, True, False, False]
+    )
+    assert scorer.explained == [[True, False, False]]  # users 2, 1, 2 reached the model
+    assert isinstance(outcomes[0], InvalidUserId)
+    assert isinstance(outcomes[1], UnknownUser)
+    asked, flagged, plain = outcomes[2:]
+    assert isinstance(asked, Prediction)
+    assert asked.reasons is not None
+    assert asked.reasons[0].value == "BC"
+    assert isinstance(flagged, Prediction)
+    assert flagged.reasons is not None
+    assert isinstance(plain, Prediction)
+    assert plain.reasons is None
+    assert [p.reasons for p in sink.records] == [asked.reasons, flagged.reasons, None]
+    svc.predict_many([1, 2], explain=[False, False])
+    svc.predict_many([1, 2])
+    assert scorer.explained[1:] == [None, None]  # nobody asked: no flags passed
+
+
+def test_explain_flags_must_match_the_user_ids(store: MemoryFeatureStore) -> None:
+    svc = service(store, MemoryPredictionSink(), RuleScorer())
+    with pytest.raises(ValueError, match="2 explain flags for 1 user ids"):
+        svc.predict_many([1], explain=[True, False])
+
+
+def test_a_scorer_giving_reasons_for_the_wrong_count_fails_the_batch(
+    store: MemoryFeatureStore,
+) -> None:
+    wrong = BrokenScorer(Scores([0.9, 0.1], 0.5, "v", reasons=[None]))
+    outcomes = service(store, MemoryPredictionSink(), wrong).predict_many([1, 2])
+    assert all(isinstance(o, ModelUnavailable) for o in outcomes)
+    assert "scorer returned 1 results for 2" in str(outcomes[0])
+
+
+def test_the_async_face_passes_the_explain_flags_too(store: MemoryFeatureStore) -> None:
+    scorer, sink = RuleScorer(), MemoryPredictionSink()
+    svc = AsyncScoringService(
+        features=AsyncMemoryFeatureStore(store),
+        sink=AsyncMemoryPredictionSink(sink),
+        scorer=AsyncRuleScorer(scorer),
+    )
+    prediction = asyncio.run(svc.predict(2, explain=True))
+    assert scorer.explained == [[True]]
+    assert prediction.reasons is not None
+    assert sink.records[0].reasons == prediction.reasons

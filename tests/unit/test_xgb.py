@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from fraudscore import FEATURE_NAMES, FEATURES, Application, Kind, ModelUnavailable
-from fraudscore_adapters.baf import clean_frame
+from fraudscore_adapters.baf import clean_frame, load_features
+from fraudscore_adapters.monitoring.drift import MANIFEST_KEY, DriftWindow, ScoreDistribution
 from fraudscore_adapters.xgb import (
     Confusion,
     TrainConfig,
@@ -22,6 +23,8 @@ from fraudscore_adapters.xgb import (
     evaluate,
     fairness,
     features_frame,
+    make_splits,
+    read_manifest,
     split_random,
     split_temporal,
     threshold_at_fpr,
@@ -189,6 +192,34 @@ def test_artifacts_exist_and_the_manifest_lists_their_hashes(trained: TrainingRe
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["feature_importance"]) == set(FEATURE_NAMES)
     assert metrics["test"]["confusion"]["tp"] == trained.test.confusion.tp
+
+
+def test_the_manifest_carries_the_validation_score_deciles(
+    data_file: Path, trained: TrainingResult
+) -> None:
+    """The drift reference: the validation scores cut at their deciles, the share of
+    validation rows in each bin; scores served by the loaded model fall in the same bins, and
+    the validation scores themselves are at PSI 0 against it."""
+    fields = read_manifest(trained.out_dir).fields
+    saved = ScoreDistribution.from_manifest(fields)
+    assert saved is not None
+    assert (
+        fields[MANIFEST_KEY]
+        == json.loads((trained.out_dir / "metrics.json").read_text())[MANIFEST_KEY]
+    )
+    frame, _ = load_features(data_file)
+    validation = make_splits(frame, TINY).validation
+    scores = XGBScorer.load(trained.out_dir).reference(validation).tolist()
+    assert saved.rows == validation.height == len(scores)
+    assert saved == ScoreDistribution.of_scores(scores)
+    assert 2 <= len(saved.shares) <= 10
+    counts = [0] * len(saved.shares)
+    for score in scores:
+        counts[saved.bin_of(score)] += 1
+    assert [c / len(scores) for c in counts] == pytest.approx(saved.shares)
+    window = DriftWindow(saved, size=len(scores))
+    window.add(scores)
+    assert window.psi() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_same_seed_gives_the_same_metrics(

@@ -6,6 +6,9 @@ enters it (open pools, load the model) and leaves it (close them), in that order
 - ``GET /healthcheck``: liveness, ``ok`` while the process answers;
 - ``GET /readyz``: readiness, 200 when the model scores a probe and the store answers, else 503
   naming the part that failed;
+- ``GET /metrics``: Prometheus metrics (:mod:`~fraudscore_adapters.monitoring.prom`), every
+  worker's in a multi-worker server; open like the probes, or behind an API key with the
+  ``admin`` scope (``FRAUDSCORE_METRICS_ACCESS=admin``);
 - ``POST /admin/reload``, ``POST /admin/rollback`` and ``GET /admin/model``, behind an API key
   with the ``admin`` scope: load a new model without downtime, roll back, and say what serves
   (:mod:`~fraudscore_adapters.reloading`);
@@ -40,7 +43,7 @@ from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from fraudscore import MAX_USER_ID, AsyncScoringService, ScoringService
 from fraudscore_adapters.access import Gate
@@ -56,6 +59,7 @@ from fraudscore_adapters.http.schemas import (
     ReloadIn,
     ReloadOut,
 )
+from fraudscore_adapters.monitoring.prom import CONTENT_TYPE, Metrics
 from fraudscore_adapters.reloading import Reloader, VersionError
 
 __all__ = ["Batching", "Runtime", "RuntimeFactory", "create_app"]
@@ -91,6 +95,16 @@ UserIdPath = Annotated[
     ),
 ]
 
+ExplainQuery = Annotated[
+    bool,
+    QueryParameter(
+        name="explain",
+        description="Also give the reasons of a prediction that is not flagged (flagged"
+        " predictions carry them anyway, unless the server runs with FRAUDSCORE_REASONS="
+        "requested).",
+    ),
+]
+
 MAX_BODY_BYTES = 1024
 """The predict routes take no body: anything over 1 KiB is refused with 413."""
 
@@ -105,6 +119,8 @@ class Runtime:
     """Who may call the protected routes (kept fresh by the composition root)."""
     checks: Callable[[], Awaitable[dict[str, str]]]
     """Readiness probes: part -> ``ok`` or what failed."""
+    metrics: Metrics
+    """What the predict routes and their batchers report to, and ``/metrics`` shows."""
     liveness: Callable[[], list[str]] = list
     """What of the runtime's own parts is wedged (the model's thread); empty when none."""
     models: Reloader | None = None
@@ -140,7 +156,6 @@ PREDICT_RESPONSES = {
 }
 
 
-ADMIN_SCOPE = "admin"
 _GATE_RESPONSES = {
     401: PREDICT_RESPONSES[401],
     403: _problem("The API key lacks the `admin` scope."),
@@ -213,11 +228,19 @@ def _lifespan(
             async with runtime() as rt:
                 holder.runtime = rt
                 holder.door.gate = rt.gate
+                holder.door.metrics = rt.metrics
                 holder.door.routes["sync"] = BatchedPredictions.in_threads(
-                    rt.service, threads, route="sync", batching=batching
+                    rt.service,
+                    threads,
+                    route="sync",
+                    batching=batching,
+                    observer=rt.metrics.route("sync"),
                 )
                 holder.door.routes["async"] = BatchedPredictions.on_loop(
-                    rt.async_service, route="async", batching=batching
+                    rt.async_service,
+                    route="async",
+                    batching=batching,
+                    observer=rt.metrics.route("async"),
                 )
                 gc.collect()
                 gc.freeze()  # the model and data are long-lived: keep them out of GC passes
@@ -284,6 +307,41 @@ def _health_routes(holder: _Holder, batching: Batching) -> list[HTTPRouteHandler
     return [healthcheck, readyz]
 
 
+METRICS_ACCESS = ("open", "admin")
+"""Who may read ``/metrics``: anyone who reaches it, or a key with the ``admin`` scope."""
+ADMIN_SCOPE = "admin"
+
+
+def _metrics_route(holder: _Holder, access: str) -> HTTPRouteHandler:
+    if access not in METRICS_ACCESS:
+        raise ValueError(f"metrics access {access!r}: use one of {', '.join(METRICS_ACCESS)}")
+
+    @get(
+        "/metrics",
+        media_type=CONTENT_TYPE,
+        tags=["health"],
+        responses={
+            401: _problem("`FRAUDSCORE_METRICS_ACCESS=admin` and no valid API key."),
+            403: _problem("`FRAUDSCORE_METRICS_ACCESS=admin` and a key without `admin`."),
+        },
+    )
+    async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Prometheus metrics in the text format: requests, latency, batches, store and model
+        time, pools, errors, the model version, the flag rate, score drift. Open unless
+        ``FRAUDSCORE_METRICS_ACCESS=admin`` (then a key with the ``admin`` scope)."""
+        runtime = holder.runtime
+        if access == ADMIN_SCOPE:
+            headers = request.scope["headers"]
+            key = next((value for name, value in headers if name == b"authorization"), None)
+            runtime.gate.admit(key, ADMIN_SCOPE)
+        runtime.metrics.refresh()
+        # reading (and in multiprocess mode merging) the metrics takes a few ms: not on the loop
+        body = await asyncio.to_thread(runtime.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE)
+
+    return metrics
+
+
 _PREDICT_ROUTES = {
     "sync": "Score the user's newest application with blocking I/O in a worker thread.",
     "async": "Score the user's newest application on the event loop (batched with its peers).",
@@ -296,11 +354,11 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
 
     def route(name: str, doc: str) -> HTTPRouteHandler:
         async def predict(
-            user_id: UserIdPath, request: Request[Any, Any, Any]
+            user_id: UserIdPath, request: Request[Any, Any, Any], explain: ExplainQuery = False
         ) -> Response[PredictionOut]:
             headers = request.scope["headers"]
             prediction, request_id = await holder.door.predict(
-                name, user_id, headers, request.receive
+                name, user_id, headers, request.receive, explain=explain
             )
             return Response(PredictionOut.of(prediction), headers={"x-request-id": request_id})
 
@@ -383,17 +441,20 @@ def create_app(
     retry_after_s: int = 1,
     batching: Batching = DEFAULT_BATCHING,
     fast_path: bool = True,
+    metrics_access: str = "open",
     debug: bool = False,
 ) -> Litestar | FastPredictRoutes:
     """The HTTP application; ``runtime`` is entered in the lifespan and left on shutdown.
 
     With ``fast_path`` the predict routes are answered in front of Litestar (see
     :mod:`~fraudscore_adapters.http.fastpath`); without, Litestar answers everything.
+    ``metrics_access``: ``open`` or ``admin`` (see :data:`METRICS_ACCESS`).
     """
     holder = _Holder()
     app = Litestar(
         route_handlers=[
             *_health_routes(holder, batching),
+            _metrics_route(holder, metrics_access),
             *_predict_routes(holder),
             *_admin_routes(holder),
         ],

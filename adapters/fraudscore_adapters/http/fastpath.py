@@ -12,8 +12,9 @@ rate limit, batcher), the same problem table and the same msgspec schema, byte f
 unit tests send every kind of request through both paths and compare the responses.
 
 It takes only what it recognises exactly: ``POST /predict/{sync,async}/<one segment>`` with no
-request body. Everything else (another method, a body, a trailing slash, other routes, the
-lifespan) goes to Litestar, which also owns the routes' OpenAPI description, docs, health and
+request body and no query string but ``explain=true`` or ``explain=false``. Everything else
+(another method, a body, another query, a trailing slash, other routes, the lifespan) goes to
+Litestar, which also owns the routes' OpenAPI description, docs, health and
 readiness. ``FRAUDSCORE_FAST_PATH=off`` serves the predict routes through Litestar too.
 """
 
@@ -44,6 +45,8 @@ PREDICT_PREFIX = "/predict/"
 _JSON = b"application/json"
 _PROBLEM = PROBLEM_MEDIA_TYPE.encode()
 _ENCODER = msgspec.json.Encoder()
+_EXPLAIN = {b"": False, b"explain=false": False, b"explain=true": True}
+"""The query strings the fast path takes, and whether each asks for reasons."""
 
 
 class FastPredictRoutes:
@@ -66,18 +69,25 @@ class FastPredictRoutes:
             if path.startswith(PREDICT_PREFIX):
                 route, _, user_id = path[len(PREDICT_PREFIX) :].partition("/")
                 headers = scope["headers"]
-                if route in self._routes and user_id and "/" not in user_id and _bodiless(headers):
-                    await self._predict(route, user_id, scope, receive, send)
+                explain = _EXPLAIN.get(scope["query_string"])
+                if (
+                    route in self._routes
+                    and user_id
+                    and "/" not in user_id
+                    and explain is not None
+                    and _bodiless(headers)
+                ):
+                    await self._predict(route, user_id, scope, receive, send, explain=explain)
                     return
         await self.litestar(scope, receive, send)
 
     async def _predict(
-        self, route: str, user_id: str, scope: Scope, receive: Receive, send: Send
+        self, route: str, user_id: str, scope: Scope, receive: Receive, send: Send, *, explain: bool
     ) -> None:
         path = scope["path"]
         try:
             prediction, request_id = await self._door.predict(
-                route, user_id, scope["headers"], receive
+                route, user_id, scope["headers"], receive, explain=explain
             )
         except ClientGone:
             return  # nobody to answer

@@ -16,7 +16,11 @@ and both call :meth:`FrontDoor.predict`:
    one's id; and a request answered 200 logs nothing, so it pays no contextvar there;
 1. the gate (:mod:`~fraudscore_adapters.access.gate`): the API key, its scope, its rate;
 2. the route's batcher, with the key id as the caller (recorded with the prediction) and the
-   client watched for a disconnect while the request waits (``WATCH_AFTER_S``).
+   client watched for a disconnect while the request waits (``WATCH_AFTER_S``);
+3. the metrics (:mod:`~fraudscore_adapters.monitoring.prom`): each request counted by route
+   and status (and problem type, from the problem table, or flagged), and timed. A request
+   whose client left before its batch (``ClientGone``) is answered by nobody: it counts as
+   its table entry, 499 ``client-gone``.
 
 Any error is raised; each path turns it into the same problem details through
 :mod:`~fraudscore_adapters.http.problems`. The unit tests send every outcome through both
@@ -26,6 +30,7 @@ paths and compare the bytes.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable
 
 from litestar.types import Receive
@@ -33,7 +38,9 @@ from litestar.types import Receive
 from fraudscore import Prediction
 from fraudscore_adapters.access import Gate
 from fraudscore_adapters.batching import BatchedPredictions
+from fraudscore_adapters.http.problems import status_and_type
 from fraudscore_adapters.logs import REQUEST_ID, REQUEST_ID_HEADER, accepted, new_request_id
+from fraudscore_adapters.monitoring.prom import Metrics
 
 __all__ = ["FrontDoor", "request_id_header"]
 
@@ -41,12 +48,14 @@ PREDICT_SCOPE = "predict"
 
 
 class FrontDoor:
-    """The gate and the batchers of the predict routes; both are set by the app's lifespan."""
+    """The gate, the batchers and the metrics of the predict routes; all set by the app's
+    lifespan."""
 
     def __init__(self) -> None:
         self.routes: dict[str, BatchedPredictions] = {}
         """Each predict route's batcher, by route name; empty until the lifespan starts."""
         self.gate: Gate | None = None
+        self.metrics: Metrics | None = None
 
     async def predict(
         self,
@@ -54,11 +63,15 @@ class FrontDoor:
         user_id: str,
         headers: Iterable[tuple[bytes, bytes]],
         receive: Receive,
+        *,
+        explain: bool = False,
     ) -> tuple[Prediction, str]:
         """Admit the request (raise :class:`~fraudscore_adapters.access.AccessDenied` if not:
-        nothing is looked up or recorded), then score it on ``route``'s batcher: its
-        prediction and its request id; on any error, :data:`~fraudscore_adapters.logs.REQUEST_ID`
-        is set to the request id before it is raised."""
+        nothing is looked up or recorded), then score it on ``route``'s batcher (with its
+        reasons when ``explain``): its prediction and its request id; on any error,
+        :data:`~fraudscore_adapters.logs.REQUEST_ID` is set to the request id before it is
+        raised."""
+        started = time.perf_counter()
         key = asked = None
         for name, value in headers:
             if name == b"authorization":
@@ -72,10 +85,14 @@ class FrontDoor:
                 raise RuntimeError("the front door is used before the app started")
             caller = self.gate.admit(key, PREDICT_SCOPE)
             watch = functools.partial(_disconnected, receive)
-            prediction = await self.routes[route].predict(user_id, caller, watch)
-        except BaseException:
+            prediction = await self.routes[route].predict(user_id, caller, watch, explain=explain)
+        except BaseException as exc:
             REQUEST_ID.set(request_id)
+            if self.metrics is not None:
+                self.metrics.failed(route, *status_and_type(exc), started)
             raise
+        if self.metrics is not None:
+            self.metrics.answered(route, prediction.is_fraud, started)
         return prediction, request_id
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "exception_handlers",
     "problem_headers",
     "problem_response",
+    "status_and_type",
     "unexpected_problem",
     "with_request_id",
 ]
@@ -105,6 +106,21 @@ def _kind_of(exc: FraudscoreError) -> _Kind:
         if cls in STATUS:
             return STATUS[cls]
     return _INTERNAL
+
+
+def status_and_type(exc: BaseException) -> tuple[int, str]:
+    """The status and problem type (its slug) a request that raised ``exc`` ends with, from
+    this table: what :func:`domain_problem` answers for a domain error, what
+    :func:`unexpected_problem` answers for any other exception. A ``BaseException`` that is
+    not an ``Exception`` (the request's task cancelled) is answered by nobody: it counts as
+    ``ClientGone``'s kind, as a client gone before its batch does."""
+    if isinstance(exc, FraudscoreError):
+        kind = _kind_of(exc)
+    elif isinstance(exc, Exception):
+        kind = _INTERNAL
+    else:
+        kind = STATUS[ClientGone]
+    return kind.status, kind.slug
 
 
 def domain_problem(exc: FraudscoreError, method: str, path: str) -> Problem:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from fraudscore import Prediction
+from fraudscore import Prediction, Reasons
 from fraudscore_adapters.reloading import Attempt, Loaded, Status
 
 __all__ = [
@@ -19,9 +19,30 @@ __all__ = [
     "PredictionOut",
     "Problem",
     "Readiness",
+    "ReasonOut",
     "ReloadIn",
     "ReloadOut",
 ]
+
+
+class ReasonOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A feature that pushed the score up: its stored value and its contribution to the
+    model's log-odds."""
+
+    feature: str
+    value: str | float | None
+    """The stored value: a category, a number (whole for counts), or null when missing.
+    (Typed ``float`` for numbers: OpenAPI's ``oneOf`` would refuse a whole number that
+    matches both ``integer`` and ``number``.)"""
+    contribution: float
+
+
+def _reasons_out(reasons: Reasons | None) -> list[ReasonOut] | None:
+    if reasons is None:
+        return None
+    return [
+        ReasonOut(feature=r.feature, value=r.value, contribution=r.contribution) for r in reasons
+    ]
 
 
 class PredictionOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,6 +55,9 @@ class PredictionOut(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     prediction_id: uuid.UUID
     created_at: datetime
+    reasons: list[ReasonOut] | None = msgspec.field(default=None)
+    """The features that pushed the score up most (at most four, largest first): given for
+    every flagged prediction and for any asked with ``?explain=true``; null otherwise."""
 
     @classmethod
     def of(cls, p: Prediction) -> PredictionOut:
@@ -46,6 +70,7 @@ class PredictionOut(msgspec.Struct, frozen=True, kw_only=True):
             model_version=p.model_version,
             prediction_id=p.prediction_id,
             created_at=p.created_at,
+            reasons=_reasons_out(p.reasons),
         )
 
 

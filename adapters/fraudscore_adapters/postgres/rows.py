@@ -53,10 +53,11 @@ LATEST_MANY_SQL = """
 INSERT_PREDICTIONS_SQL = """
     INSERT INTO predictions
         (id, user_id, probability, is_fraud, threshold, model_version, route, created_at,
-         caller)
+         caller, reasons)
     SELECT * FROM json_to_recordset(%s::json) AS r(
         prediction_id uuid, user_id bigint, probability float8, is_fraud boolean,
-        threshold float8, model_version text, route text, created_at timestamptz, caller text
+        threshold float8, model_version text, route text, created_at timestamptz, caller text,
+        reasons jsonb
     )
     ON CONFLICT (id) DO NOTHING
 """

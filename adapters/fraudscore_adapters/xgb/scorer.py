@@ -6,7 +6,8 @@ compiled into a :class:`~fraudscore_adapters.xgb.pipeline.CompiledTransform` tha
 same float64 matrix, and the booster predicts in place on it, with the trees early stopping
 kept, exactly as ``model.predict_proba`` does. A self-check at load time compares both paths on
 probe applications (every category, every missing value) and refuses the model on any
-difference.
+difference, or when its reasons (:mod:`~fraudscore_adapters.xgb.reasons`) do not add up to
+its margins.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from fraudscore import (
     Feature,
     Kind,
     ModelUnavailable,
+    Reasons,
     Scores,
     Value,
 )
 from fraudscore_adapters.xgb.artifacts import MODEL_FILE, PREPROCESSOR_FILE, read_verified
 from fraudscore_adapters.xgb.pipeline import CompiledTransform, compile_transform, features_frame
+from fraudscore_adapters.xgb.reasons import DEFAULT_REASONS, Explainer, ReasonPolicy
 from fraudscore_adapters.xgb.versions import locate
 
 __all__ = ["XGBScorer", "probe_applications"]
@@ -44,12 +47,30 @@ Probabilities = npt.NDArray[np.float32]
 class XGBScorer:
     """Scores applications with a trained XGBoost model; thread-safe (in-place prediction)."""
 
-    __slots__ = ("_booster", "_model", "_preprocessor", "_rounds", "_transform", "manifest")
+    __slots__ = (
+        "_booster",
+        "_explainer",
+        "_model",
+        "_preprocessor",
+        "_rounds",
+        "_transform",
+        "manifest",
+        "reasons",
+    )
 
     def __init__(
-        self, preprocessor: Any, model: Any, manifest: dict[str, Any], *, threads: int = 1
+        self,
+        preprocessor: Any,
+        model: Any,
+        manifest: dict[str, Any],
+        *,
+        threads: int = 1,
+        reasons: ReasonPolicy = DEFAULT_REASONS,
     ) -> None:
-        """Wrap a fitted pipeline and XGBClassifier (prefer :meth:`load`, which verifies)."""
+        """Wrap a fitted pipeline and XGBClassifier (prefer :meth:`load`, which verifies).
+
+        ``reasons`` says which applications get reasons (always those whose caller asks) and
+        how they are computed."""
         self._preprocessor = preprocessor
         self._model = model
         self._transform: CompiledTransform = compile_transform(preprocessor)
@@ -57,11 +78,18 @@ class XGBScorer:
         self._booster.set_param({"nthread": threads})
         best = getattr(model, "best_iteration", None)
         self._rounds = (0, 0 if best is None else int(best) + 1)
+        self._explainer = Explainer(self._booster, self._rounds, preprocessor, reasons.method)
+        self.reasons = reasons
         self.manifest = manifest
 
     @classmethod
     def load(
-        cls, artifact_dir: Path, *, threads: int = 1, pin: str | Collection[str] | None = None
+        cls,
+        artifact_dir: Path,
+        *,
+        threads: int = 1,
+        pin: str | Collection[str] | None = None,
+        reasons: ReasonPolicy = DEFAULT_REASONS,
     ) -> XGBScorer:
         """Verify and load ``artifact_dir``; raise ModelUnavailable saying what is wrong.
 
@@ -81,7 +109,7 @@ class XGBScorer:
             model = joblib.load(io.BytesIO(blobs[MODEL_FILE]))
         except Exception as exc:  # verified bytes that still fail to unpickle
             raise ModelUnavailable(f"cannot unpickle {artifact_dir}: {exc!r}") from exc
-        scorer = cls(preprocessor, model, manifest.fields, threads=threads)
+        scorer = cls(preprocessor, model, manifest.fields, threads=threads, reasons=reasons)
         scorer.self_check()
         return scorer
 
@@ -95,15 +123,60 @@ class XGBScorer:
         """``xgb-`` and the first 12 hex digits of model.pkl's SHA-256."""
         return str(self.manifest["model_version"])
 
-    def score(self, applications: Sequence[Application]) -> Scores:
-        """One fraud probability per application, in order; raise ModelUnavailable."""
+    def score(
+        self, applications: Sequence[Application], *, explain: Sequence[bool] | None = None
+    ) -> Scores:
+        """One fraud probability per application, in order, with reasons for the flagged ones
+        (policy ``flagged``) and those ``explain`` names; raise ModelUnavailable."""
         if not applications:
             return Scores((), self.threshold, self.model_version)
         try:
-            probabilities = self.predict(self.matrix(applications))
+            matrix = self.matrix(applications)
+            probabilities = self.predict(matrix)
+            reasons = self._reasons(applications, matrix, probabilities, explain)
         except (KeyError, TypeError, ValueError, xgboost.core.XGBoostError) as exc:
             raise ModelUnavailable(f"scoring failed: {exc!r}") from exc
-        return Scores(probabilities.tolist(), self.threshold, self.model_version)
+        return Scores(probabilities.tolist(), self.threshold, self.model_version, reasons)
+
+    def _reasons(
+        self,
+        applications: Sequence[Application],
+        matrix: npt.NDArray[np.float64],
+        probabilities: Probabilities,
+        explain: Sequence[bool] | None,
+    ) -> list[Reasons | None] | None:
+        """Reasons for the rows to explain (one matrix call for all of them), None elsewhere;
+        None when no row is. Flagged is the core's rule, ``is_fraud``, in float64."""
+        wanted = (
+            probabilities.astype(np.float64) >= self.threshold
+            if self.reasons.when == "flagged"
+            else np.zeros(len(applications), dtype=bool)
+        )
+        if explain is not None:
+            wanted |= np.asarray(explain, dtype=bool)
+        rows = np.flatnonzero(wanted).tolist()
+        if not rows:
+            return None
+        out: list[Reasons | None] = [None] * len(applications)
+        found = self._explainer.reasons([applications[i] for i in rows], matrix[rows])
+        for i, reasons in zip(rows, found, strict=True):
+            out[i] = reasons
+        return out
+
+    def explain(
+        self, applications: Sequence[Application], matrix: npt.NDArray[np.float64] | None = None
+    ) -> list[Reasons]:
+        """The reasons of every application (``matrix``: their model-input rows, when already
+        built), by the scorer's method."""
+        rows = self.matrix(applications) if matrix is None else matrix
+        return self._explainer.reasons(applications, rows)
+
+    def contributions(
+        self, applications: Sequence[Application]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Each application's contribution per feature (``FEATURE_NAMES`` order) and bias, in
+        log-odds, by the scorer's method: they add up to the margin."""
+        return self._explainer.contributions(self.matrix(applications))
 
     def matrix(self, applications: Sequence[Application]) -> npt.NDArray[np.float64]:
         """The model-input matrix of ``applications`` (the compiled transform)."""
@@ -135,6 +208,7 @@ class XGBScorer:
             raise ModelUnavailable("the compiled transform disagrees with the preprocessor")
         if not np.array_equal(self.predict(fast), self.reference(features_frame(probes))):
             raise ModelUnavailable("in-place prediction disagrees with predict_proba")
+        self._explainer.check(fast, self.predict(fast, margin=True))
 
 
 def _probe_value(feature: Feature, row: int) -> Value:

@@ -1,7 +1,8 @@
 """Training: split, fit the pipeline and XGBoost, pick the threshold, evaluate, save artifacts.
 
-Validation rows drive early stopping and the threshold; test rows are touched once, for the
-reported metrics. Same data and seed give the same split, model and metrics.
+Validation rows drive early stopping and the threshold, and their scores (in decile bins, in
+the manifest) are what served scores are compared with for drift; test rows are touched once,
+for the reported metrics. Same data and seed give the same split, model and metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from xgboost import XGBClassifier
 from fraudscore import FEATURE_NAMES
 from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.dataset import log as stderr_log
+from fraudscore_adapters.monitoring.drift import MANIFEST_KEY, ScoreDistribution
 from fraudscore_adapters.xgb.artifacts import (
     MODEL_FILE,
     PREPROCESSOR_FILE,
@@ -300,6 +302,8 @@ def train_frame(
         **_run_facts(config, splits, model, threshold),
         "validation": evaluations[0].as_dict(),
         "test": evaluations[1].as_dict(),
+        # the reference of the served scores' drift (PSI): validation scores in decile bins
+        MANIFEST_KEY: ScoreDistribution.of_scores(val.scores.tolist()).as_dict(),
         "feature_importance": importance,
     }
     best = int(model.best_iteration)
