@@ -44,7 +44,7 @@ data: $(VENV_STAMP) ## Make sure a dataset exists: real BAF in data/raw, else ge
 	$(FS) data
 
 .PHONY: train
-train: $(VENV_STAMP) ## Train the XGBoost model into data/model_artifacts (FORCE=1 retrains)
+train: $(VENV_STAMP) ## Train a new model version into data/model_artifacts, make it current (FORCE=1: even if one exists)
 	$(FS) train $(if $(FORCE),--force)
 
 .PHONY: run
@@ -84,8 +84,20 @@ revoke-key: $(VENV_STAMP) ## Revoke an API key (ID=<12 hex digits>); servers sto
 	$(FS) keys revoke "$(ID)"
 
 .PHONY: model-pin
-model-pin: $(VENV_STAMP) ## Print the SHA-256 to pin the trained model with (FRAUDSCORE_MODEL_SHA256)
+model-pin: $(VENV_STAMP) ## Print the SHA-256 to pin the current model with (FRAUDSCORE_MODEL_SHA256)
 	$(FS) model-pin
+
+.PHONY: models
+models: $(VENV_STAMP) ## List the model versions: current, previous, model, threshold, pin
+	$(FS) model list
+
+.PHONY: model-use
+model-use: $(VENV_STAMP) ## Point current at a model version (VERSION=...); running servers follow within 1 s
+	$(FS) model use "$(VERSION)"
+
+.PHONY: model-rollback
+model-rollback: $(VENV_STAMP) ## Point current back at the previous model version; running servers follow
+	$(FS) model rollback
 
 .PHONY: eda
 eda: $(VENV_STAMP) ## Run the EDA notebook on the full dataset; writes reports/eda.html

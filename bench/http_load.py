@@ -3,7 +3,7 @@
     uv run python bench/http_load.py [--duration 15] [--warmup 3] [--conns 16 64]
         [--workers 1 2] [--rows 1000000] [--no-peer] [--fast-path on off]
         [--batch-concurrency 1 2] [--reasons flagged/approx requested] [--floors]
-        [--outage COMMAND]
+        [--outage COMMAND] [--reload-every 5] [--routes sync async]
         [--url postgresql://postgres@127.0.0.1/test]
 
 What it does (bounded in time; every server it starts, it stops):
@@ -29,7 +29,14 @@ What it does (bounded in time; every server it starts, it stops):
 7. with ``--outage COMMAND``, one more run per route at the most connections with COMMAND run
    5 s in, e.g. ``--outage "pg_ctlcluster --skip-systemctl-redirect 15 main restart -m fast"``
    (every 2xx must still have its row);
-8. prints one table, and the ratio of the two stacks for each row, with the CPU each request
+8. with ``--reload-every SECONDS``, the fraudscore runs reload the model under load: every
+   SECONDS the artifact folder's ``current`` pointer moves to the other of its two newest
+   versions and ``POST /admin/reload`` is sent with a key of the ``admin`` scope (the worker
+   that gets it loads at once, the others follow the pointer within FRAUDSCORE_MODEL_WATCH_S);
+   the server is pinned to both models. Each such run reports the reloads and their
+   answers, the errors, that every 2xx has its row, and the rows written by each model
+   version; the pointer is put back at the end;
+9. prints one table, and the ratio of the two stacks for each row, with the CPU each request
    cost the server (all its processes) and PostgreSQL (all its processes), from /proc.
 """
 
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -45,8 +53,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from math import nan
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -62,7 +70,7 @@ from fraudscore_adapters.bulkload import copy_features
 from fraudscore_adapters.dataset import dataset_path, log
 from fraudscore_adapters.migrate import apply_migrations
 from fraudscore_adapters.settings import Settings
-from fraudscore_adapters.xgb import manifest_sha256
+from fraudscore_adapters.xgb import manifest_sha256, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 LUA = ROOT / "bench" / "wrk_random_ids.lua"
@@ -87,6 +95,10 @@ class Run:
     """Server CPU (every process of its session, user + system) per request, in µs."""
     pg_us: float
     """PostgreSQL CPU (every postgres process) per request, in µs."""
+    reloads: list[tuple[int, str]] = field(default_factory=list)
+    """With --reload-every: each reload's HTTP status and outcome, in order."""
+    by_model: dict[str, int] = field(default_factory=dict)
+    """With --reload-every: the rows the run wrote, by model version."""
 
     @property
     def rows_ok(self) -> bool:
@@ -130,6 +142,17 @@ def prediction_rows(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM predictions").fetchone()
     return int(row[0]) if row else 0
+
+
+def rows_by_model(url: str, since_rows: int) -> dict[str, int]:
+    """The prediction rows after the first ``since_rows`` (in id order), by model version."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT model_version, count(*) FROM (SELECT model_version FROM predictions"
+            " ORDER BY created_at, id OFFSET %s) AS later GROUP BY model_version ORDER BY 1",
+            (since_rows,),
+        ).fetchall()
+    return {str(version): int(count) for version, count in rows}
 
 
 def settled_rows(url: str) -> int:
@@ -196,10 +219,10 @@ def fraudscore_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-def create_key(env: dict[str, str], cwd: Path, name: str) -> str:
-    """A new ``predict`` key made by the command line with the server's environment (so in the
-    server's database, or its keys file)."""
-    key = fraudscore_cli(env, cwd, "keys", "create", "--name", name).strip()
+def create_key(env: dict[str, str], cwd: Path, name: str, scope: str = "predict") -> str:
+    """A new key (``predict`` scope by default) made by the command line with the server's
+    environment (so in the server's database, or its keys file)."""
+    key = fraudscore_cli(env, cwd, "keys", "create", "--name", name, "--scope", scope).strip()
     if not key.startswith("fsk_"):
         raise RuntimeError(f"`keys create` printed no key: {key[:20]!r}...")
     return key
@@ -211,10 +234,10 @@ def key_id(key: str) -> str:
 
 
 @contextlib.contextmanager
-def api_key(env: dict[str, str], cwd: Path, name: str) -> Iterator[str]:
+def api_key(env: dict[str, str], cwd: Path, name: str, scope: str = "predict") -> Iterator[str]:
     """A key for one server, revoked afterwards (the benchmark database outlives the run)."""
-    key = create_key(env, cwd, name)
-    log(f"  API key {key_id(key)} ({name!r}) made with `keys create`")
+    key = create_key(env, cwd, name, scope)
+    log(f"  API key {key_id(key)} ({name!r}, scope {scope}) made with `keys create`")
     try:
         yield key
     finally:
@@ -238,11 +261,16 @@ def check_key(port: int, key: str) -> None:
     log("  a request with the key: 200; without: 401")
 
 
-def server_auth_env(artifact_dir: Path, rate_limit_rps: float) -> dict[str, str]:
-    """The settings of a fraudscore server under load: pinned to the model (required on
-    PostgreSQL), rate limit on but above any measured rate."""
+def server_auth_env(
+    artifact_dir: Path, rate_limit_rps: float, also: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The settings of a fraudscore server under load: pinned to the model ``current`` names
+    and to the versions ``also`` (required on PostgreSQL), rate limit on but above any
+    measured rate."""
+    folders = [versions.locate(artifact_dir).path]
+    folders += [versions.locate_version(artifact_dir, v).path for v in also]
     return {
-        "FRAUDSCORE_MODEL_SHA256": manifest_sha256(artifact_dir),
+        "FRAUDSCORE_MODEL_SHA256": ",".join(dict.fromkeys(manifest_sha256(f) for f in folders)),
         "FRAUDSCORE_RATE_LIMIT_RPS": f"{rate_limit_rps:g}",
     }
 
@@ -286,6 +314,45 @@ def running(command: list[str], cwd: Path, env: dict[str, str], label: str) -> I
         process.wait(timeout=30)
 
 
+class Reloads:
+    """Every ``every_s`` seconds until stopped: point ``current`` at the other of two versions,
+    then ``POST /admin/reload`` with an admin key; each answer kept (status, outcome)."""
+
+    def __init__(self, root: Path, pair: tuple[str, str], admin_key: str, every_s: float):
+        self.root, self.pair, self.key, self.every_s = root, pair, admin_key, every_s
+        self.answers: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Reloads:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        while not self._stop.wait(self.every_s):
+            now = versions.pointer(self.root, versions.CURRENT)
+            target = self.pair[1] if now == self.pair[0] else self.pair[0]
+            versions.use(self.root, target)
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{PORT}/admin/reload", headers=headers,
+                                    timeout=30)  # fmt: skip
+            except httpx.HTTPError as exc:
+                self.answers.append((0, repr(exc)))
+                continue
+            body = answer.json()
+            outcome = body.get("outcome") or body.get("type", "?")
+            self.answers.append((answer.status_code, outcome))
+            took, pid = body.get("took_s", "?"), body.get("worker_pid", "?")
+            log(
+                f"    reload -> {target}: {answer.status_code} {outcome} in {took} s (worker {pid})"
+            )
+
+
 def measure(
     stack: str,
     workers: int,
@@ -294,17 +361,19 @@ def measure(
     args: argparse.Namespace,
     *,
     key: str | None = None,
-    routes: tuple[str, ...] = ("sync", "async"),
+    routes: tuple[str, ...] = (),
     conns_list: tuple[int, ...] | None = None,
     during: str | None = None,
+    reloads: Callable[[], Reloads] | None = None,
 ) -> list[Run]:
     """wrk on each route at each connection count; ``db_url`` None: no rows to check.
 
     ``key``: the API key every request carries (None: no Authorization header).
     ``during``: a shell command run 5 s into each measured wrk run (e.g. restart the database).
+    ``reloads``: makes the model reloads to run during each measured wrk run.
     """
     runs = []
-    for route in routes:
+    for route in routes or args.routes:
         for conns in conns_list or args.conns:
             path = f"/predict/{route}/"
             wrk(path, conns, args.warmup, args.rows, key)
@@ -316,7 +385,8 @@ def measure(
                     5, subprocess.run, (during,), {"shell": True, "check": True}
                 )
                 event.start()
-            out = wrk(path, conns, args.duration, args.rows, key)
+            with reloads() if reloads else contextlib.nullcontext() as reloading:
+                out = wrk(path, conns, args.duration, args.rows, key)
             if event:
                 event.join()
             cpu = cpu_seconds(session) - cpu[0], cpu_seconds(None) - cpu[1]
@@ -327,19 +397,48 @@ def measure(
             # a restarted server's counters start again: no figure rather than a wrong one
             per_request = [1e6 * c / max(out["requests"], 1) if c >= 0 else nan for c in cpu]
             run = Run(stack, workers, route, conns, out["requests"] / out["seconds"],
-                      out["p50_ms"], out["p99_ms"], errors, two_xx, rows, *per_request)  # fmt: skip
+                      out["p50_ms"], out["p99_ms"], errors, two_xx, rows, per_request[0],
+                      per_request[1])  # fmt: skip
+            if reloading is not None and db_url:
+                run.reloads = reloading.answers
+                run.by_model = rows_by_model(db_url, before)
             log(
                 f"  {stack:<18} w{workers} {route:<5} c{conns:<3} {run.rps:>8,.0f} req/s  "
                 f"p50 {run.p50_ms:.1f} ms  p99 {run.p99_ms:.1f} ms  errors {errors}  "
                 f"CPU/req server {run.server_us:,.0f} µs, postgres {run.pg_us:,.0f} µs  "
                 f"rows {'ok' if run.rows_ok else 'MISMATCH'} ({rows:,} for {two_xx:,} 2xx)"
             )
+            if reloading is not None:
+                log(f"  {len(run.reloads)} reloads: {reload_summary(run)}; rows by model"
+                    f" {run.by_model}")  # fmt: skip
             runs.append(run)
     return runs
 
 
+def reload_summary(run: Run) -> str:
+    """``6 x 200 loaded``: how the reloads of a run were answered."""
+    counts: dict[tuple[int, str], int] = {}
+    for answer in run.reloads:
+        counts[answer] = counts.get(answer, 0) + 1
+    return ", ".join(f"{n} x {status} {outcome}" for (status, outcome), n in counts.items())
+
+
+def reload_pair(root: Path) -> tuple[str, str]:
+    """The version ``current`` names and the newest other one: what --reload-every swaps."""
+    current = versions.pointer(root, versions.CURRENT)
+    others = [v for v in versions.versions(root) if v != current]
+    if current is None or not others:
+        raise SystemExit(
+            f"--reload-every needs two model versions in {root} (`make models`): train another"
+            " with `make train FORCE=1` (another FRAUDSCORE_SEED gives another model)"
+        )
+    return current, others[-1]
+
+
 def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Namespace) -> list[Run]:
     runs: list[Run] = []
+    root = settings.artifact_dir.resolve()
+    pair = reload_pair(root) if args.reload_every else None
     for fast_path, bc, reasons, workers in itertools.product(
         args.fast_path, args.batch_concurrency, args.reasons, args.workers
     ):
@@ -361,15 +460,25 @@ def bench_ours(db_url: str, settings: Settings, data: Path, args: argparse.Names
             "FRAUDSCORE_REASONS": when,
             "FRAUDSCORE_REASONS_METHOD": method or "approx",
         }
-        env |= server_auth_env(settings.artifact_dir.resolve(), args.rate_limit_rps)
+        env |= server_auth_env(root, args.rate_limit_rps, pair or ())
         log(f"fraudscore, {workers} worker(s), fast path {fast_path}, {bc} batch(es) in flight")
         command = [sys.executable, "-m", "fraudscore_adapters", "serve"]
         with (
             api_key(env, ROOT, f"bench-http-load-w{workers}") as key,
+            api_key(env, ROOT, f"bench-reload-w{workers}", "admin") as admin_key,
             running(command, ROOT, env, f"fraudscore-w{workers}") as session,
         ):
             check_key(PORT, key)
-            runs += measure(stack, workers, session, db_url, args, key=key)
+            if pair:
+                log(f"  reloading every {args.reload_every:g} s between {pair[0]} and {pair[1]}")
+                reloads = functools.partial(Reloads, root, pair, admin_key, args.reload_every)
+                try:
+                    runs += measure(f"{stack}+reload", workers, session, db_url, args, key=key,
+                                    reloads=reloads)  # fmt: skip
+                finally:
+                    versions.use(root, pair[0])
+            else:
+                runs += measure(stack, workers, session, db_url, args, key=key)
             if args.outage:
                 log(f"  with `{args.outage}` 5 s into each run")
                 runs += measure(f"{stack}+outage", workers, session, db_url, args, key=key,
@@ -456,6 +565,12 @@ def report(runs: list[Run], rate_limit_rps: float) -> None:
               f"{'ok' if r.rows_ok else 'BAD':>6}{ratio:>8}"
               f"{r.server_us:>13,.0f} µs{r.pg_us:>9,.0f} µs")  # fmt: skip
     print("targets: sync >= 1,500 req/s, async >= 3,000 req/s, p99 <= 50 ms at 64 connections")
+    for r in runs:
+        if r.reloads:
+            print(f"{r.stack} w{r.workers} {r.route} c{r.conns}: {len(r.reloads)} reloads"
+                  f" ({reload_summary(r)}); {r.errors} errors; rows"
+                  f" {'ok' if r.rows_ok else 'MISMATCH'} ({r.rows:,} for {r.two_xx:,} 2xx);"
+                  f" rows by model {r.by_model}")  # fmt: skip
 
 
 def main() -> None:
@@ -506,6 +621,14 @@ def main() -> None:
         " high enough never to refuse the measured load",
     )
     parser.add_argument(
+        "--reload-every",
+        type=float,
+        metavar="SECONDS",
+        help="reload the model under load: every SECONDS, move `current` to the other of the"
+        " two newest versions and POST /admin/reload (with an admin key)",
+    )
+    parser.add_argument("--routes", nargs="+", choices=["sync", "async"], default=["sync", "async"])
+    parser.add_argument(
         "--url", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")
     )
     args = parser.parse_args()
@@ -513,7 +636,7 @@ def main() -> None:
     ensure_wrk()
     settings = Settings.from_env(os.environ)
     data = dataset_path(settings)
-    if not (settings.artifact_dir / "manifest.json").is_file():
+    if not versions.has_model(settings.artifact_dir):
         subprocess.run([sys.executable, "-m", "fraudscore_adapters", "train"], check=True)
     runs = bench_ours(prepare_ours(args.url, data, args.rows), settings, data, args)
     if args.floors:

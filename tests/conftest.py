@@ -53,6 +53,33 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, root / "artifacts"
 
 
+@pytest.fixture(scope="session")
+def second_tiny_model(
+    tiny_model: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Another small model on the same data (another seed, so other trees and another model
+    version): the artifact dir of the model a reload moves to."""
+    from fraudscore_adapters.xgb import TrainConfig, train_file  # noqa: PLC0415
+
+    out = tmp_path_factory.mktemp("second_tiny_model") / "artifacts"
+    config = TrainConfig(seed=4, max_rounds=30, max_depth=3, learning_rate=0.3, n_jobs=1)
+    train_file(tiny_model[0], out, config, log=lambda _: None)
+    return out
+
+
+@pytest.fixture
+def model_root(tmp_path: Path, tiny_model: tuple[Path, Path], second_tiny_model: Path) -> Path:
+    """An artifact root holding both tiny models as versions, A then B (oldest first);
+    ``current`` names A and ``previous`` B."""
+    from fraudscore_adapters.xgb import versions  # noqa: PLC0415
+    from tests.support import versioned  # noqa: PLC0415
+
+    root = tmp_path / "artifacts"
+    a, _ = versioned(root, tiny_model[1], second_tiny_model)
+    versions.use(root, a)
+    return root
+
+
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 

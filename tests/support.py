@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
 from fraudscore import (
     Application,
@@ -18,6 +20,8 @@ from fraudscore import (
 )
 from fraudscore.ports import AsyncFeatureRepository, FeatureRepository
 from fraudscore_adapters.access import ApiKey, MemoryKeyStore
+from fraudscore_adapters.xgb import versions
+from fraudscore_adapters.xgb.artifacts import manifest_sha256, read_manifest
 
 RAW_APPLICATION: dict[str, object] = {
     "income": 0.30000000000000004,
@@ -200,3 +204,45 @@ async def alatest(store: AsyncFeatureRepository, user_id: int) -> Application:
     if isinstance(found, FraudscoreError):
         raise found
     return found
+
+
+def versioned(root: Path, *models: Path) -> list[str]:
+    """An artifact root holding copies of the flat artifact folders ``models`` as versions,
+    published in order a day apart (so ``current`` names the last, ``previous`` the one
+    before); their version names, in order."""
+    names = []
+    for day, model in enumerate(models, start=1):
+        staged = versions.stage(root)
+        for item in model.iterdir():
+            shutil.copy2(item, staged / item.name)
+        model_version = read_manifest(staged).model_version
+        names.append(
+            versions.publish(root, staged, model_version, at=datetime(2025, 1, day, tzinfo=UTC))
+        )
+    return names
+
+
+def version_names(root: Path) -> tuple[str, str]:
+    """The names of a two-version root's versions, oldest first."""
+    a, b = versions.versions(root)
+    return a, b
+
+
+def pin_of(root: Path, version: str) -> str:
+    """The pin (manifest SHA-256) of a version."""
+    return manifest_sha256(root / "versions" / version)
+
+
+def model_version_of(root: Path, version: str) -> str:
+    """The model version a version's manifest names."""
+    return read_manifest(root / "versions" / version).model_version
+
+
+def tamper(root: Path, version: str) -> str:
+    """A copy of ``version`` whose model.pkl is one byte longer than its manifest says; its
+    name."""
+    copy = f"{version}-tampered"
+    shutil.copytree(root / "versions" / version, root / "versions" / copy)
+    with (root / "versions" / copy / "model.pkl").open("ab") as pickled:
+        pickled.write(b"\0")
+    return copy

@@ -16,12 +16,19 @@ timing decorators here (store and model time per batch; the core knows no metric
 usage is read about once a second, and the model's manifest gives the model version and the
 drift reference. The server's factory passes ``PROMETHEUS_MULTIPROC_DIR`` (set by the
 ``serve`` command) so that every worker's metrics reach every scrape.
+
+The model: loaded from ``FRAUDSCORE_ARTIFACT_DIR`` (what its ``current`` pointer names) behind
+a :class:`~fraudscore_adapters.reloading.SwappableScorer`, which both routes score through,
+and reloaded without a restart (:mod:`~fraudscore_adapters.reloading`: the admin routes,
+SIGHUP, and a watcher of the pointer every ``FRAUDSCORE_MODEL_WATCH_S``). A model passed in
+through :class:`Parts` is served as it is: nothing to reload.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -50,8 +57,9 @@ from fraudscore_adapters.monitoring.procdir import MULTIPROC_ENV
 from fraudscore_adapters.monitoring.prom import Metrics, PoolStats
 from fraudscore_adapters.postgres.keys import PostgresKeyStore
 from fraudscore_adapters.postgres.pools import PoolSettings
+from fraudscore_adapters.reloading import Reloader, Vouches, load_xgb
 from fraudscore_adapters.settings import Settings
-from fraudscore_adapters.xgb import XGBScorer, probe_applications, required_pin
+from fraudscore_adapters.xgb import probe_applications, required_pins
 from fraudscore_adapters.xgb.reasons import ReasonPolicy
 
 __all__ = [
@@ -60,7 +68,7 @@ __all__ = [
     "Stores",
     "app_from_env",
     "build_app",
-    "model_pin",
+    "model_pins",
     "model_readiness",
     "runtime",
 ]
@@ -204,22 +212,28 @@ def model_readiness(scorer: AsyncScorer, timeout_s: float = PROBE_TIMEOUT_S) -> 
     return check
 
 
-def model_pin(settings: Settings) -> str | None:
-    """The pin the model must match; raise ModelUnavailable when production (DATABASE_URL
-    set) has none and FRAUDSCORE_ALLOW_UNPINNED_MODEL is not on."""
-    return required_pin(
+def model_pins(settings: Settings) -> frozenset[str] | None:
+    """The pins a model must match (FRAUDSCORE_MODEL_SHA256: one or more); raise
+    ModelUnavailable when production (DATABASE_URL set) has none and
+    FRAUDSCORE_ALLOW_UNPINNED_MODEL is not on."""
+    return required_pins(
         settings.model_sha256,
         production=bool(settings.database_url),
         allow_unpinned=settings.allow_unpinned_model == "on",
     )
 
 
-async def _load_scorer(settings: Settings) -> Scorer:
-    pin = model_pin(settings)
-    if pin is None:
+async def _models(settings: Settings, parts: Parts) -> Reloader:
+    """The model to serve and what reloads it: the one passed in, else the artifact folder's."""
+    if parts.scorer is not None:
+        return Reloader.wired(parts.scorer)
+    pins = model_pins(settings)
+    if pins is None:
         log.warning("the model is not pinned (FRAUDSCORE_MODEL_SHA256 is not set)")
     policy = ReasonPolicy(when=settings.reasons, method=settings.reasons_method)
-    return await asyncio.to_thread(XGBScorer.load, settings.artifact_dir, pin=pin, reasons=policy)
+    vouches = await asyncio.to_thread(Vouches, settings.run_dir)
+    load = functools.partial(load_xgb, reasons=policy)
+    return await Reloader.open(settings.artifact_dir, pins=pins, vouches=vouches, load=load)
 
 
 async def _stores(settings: Settings, stack: AsyncExitStack) -> Stores:
@@ -317,14 +331,20 @@ async def runtime(
     async with AsyncExitStack() as stack:
         metrics = Metrics(drift_window=settings.drift_window, multiprocess_dir=multiprocess_dir)
         stack.callback(metrics.close)
-        scorer = parts.scorer or await _load_scorer(settings)
-        metrics.model_loaded(model_description(scorer))
+        models = await _models(settings, parts)
+        scorer = models.scorer
+        metrics.model_loaded(model_description(scorer.loaded.scorer))
+        # every model that starts serving later (a reload, a rollback) gets the same call
+        models.on_serving.append(
+            lambda loaded: metrics.model_loaded(model_description(loaded.scorer))
+        )
         threaded = ThreadScorer(scorer, timeout_s=settings.request_timeout_s)
         stack.callback(threaded.close)
         stores = parts.stores or await _stores(settings, stack)
         await stack.enter_async_context(_pool_gauges(metrics, stores.pool_stats))
         keys = parts.keys or stores.keys or FileKeyStore(settings.keys_path)
         gate = await stack.enter_async_context(_fresh_gate(settings, keys))
+        await stack.enter_async_context(models.running(settings.model_watch_s))
         model_check = model_readiness(threaded)
         service, async_service = _timed_services(stores, scorer, threaded, metrics)
 
@@ -342,6 +362,7 @@ async def runtime(
             checks=checks,
             metrics=metrics,
             liveness=lambda: _model_liveness(threaded),
+            models=models,
         )
 
 

@@ -2,26 +2,34 @@
 
 Commands: ``data`` (make sure a dataset exists), ``train``, ``migrate``, ``rollback``,
 ``load-features``, ``score`` (score a BAF file offline), ``keys`` (create, list, revoke API keys),
-``model-pin``, ``serve``, ``run``.
+``model`` (list the trained versions, use one, roll back), ``model-pin``, ``serve``, ``run``.
 Settings come from the environment and ``.env`` once, here.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fraudscore import FraudscoreError
 from fraudscore_adapters.access import SCOPES, ApiKey, FileKeyStore, KeyStore, mint
 from fraudscore_adapters.access.keys import KeyProblem, check_id
 from fraudscore_adapters.dataset import dataset_path, log, progress_printer
 from fraudscore_adapters.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from granian.server.mp import MPServer
 
 # Heavier modules (polars, scipy, psycopg, yoyo, the web stack, the model) are imported by the
 # commands that use them: `keys` and `model-pin` start in well under a second, not ~8 s.
@@ -42,17 +50,21 @@ def cmd_data(settings: Settings, _: argparse.Namespace) -> None:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
-    """Train the model unless artifacts exist (or --force); print wall time and peak RSS."""
+    """Train a new model version and make it current, unless a model exists (or --force);
+    print wall time, peak RSS and the pin."""
+    from fraudscore_adapters.xgb import versions  # noqa: PLC0415
     from fraudscore_adapters.xgb.__main__ import train_and_report  # noqa: PLC0415
     from fraudscore_adapters.xgb.training import TrainConfig  # noqa: PLC0415
 
-    manifest = settings.artifact_dir / "manifest.json"
-    if manifest.is_file() and not args.force:
-        log(f"model artifacts already in {settings.artifact_dir} (make train FORCE=1 to retrain)")
+    root = settings.artifact_dir
+    if versions.has_model(root) and not args.force:
+        current = versions.pointer(root, versions.CURRENT)
+        which = f" (current -> {current})" if current else ""
+        log(f"model artifacts already in {root}{which} (make train FORCE=1 to train a new version)")
         return
     temporal = settings.split == "temporal"  # Settings allows random or temporal only
     config = TrainConfig(seed=settings.seed, split="temporal" if temporal else "random")
-    train_and_report(dataset_path(settings), settings.artifact_dir, config)
+    train_and_report(dataset_path(settings), root, config, versioned=True)
 
 
 def _warn_if_pooled(url: str) -> None:
@@ -116,7 +128,7 @@ def cmd_load_features(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
     """Score a BAF file offline into Parquet or CSV (--record: also into PostgreSQL)."""
     from fraudscore_adapters import batchscore  # noqa: PLC0415
-    from fraudscore_adapters.xgb import XGBScorer, required_pin  # noqa: PLC0415
+    from fraudscore_adapters.xgb import XGBScorer, required_pins, versions  # noqa: PLC0415
     from fraudscore_adapters.xgb.reasons import ReasonPolicy  # noqa: PLC0415
 
     source, out = Path(args.input), Path(args.out)
@@ -128,7 +140,7 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
         raise SettingsError(f"--chunk-rows must be at least 1, not {args.chunk_rows}")
     url = _database_url(settings, migrations=True) if args.record else None
     # recording is production: the model must be pinned unless the operator opted out
-    pin = required_pin(
+    pins = required_pins(
         settings.model_sha256,
         production=args.record,
         allow_unpinned=settings.allow_unpinned_model == "on",
@@ -136,7 +148,8 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     policy = ReasonPolicy(method=settings.reasons_method)
     threads = os.cpu_count() or 1
-    scorer = XGBScorer.load(settings.artifact_dir, threads=threads, pin=pin, reasons=policy)
+    model_dir = versions.locate(settings.artifact_dir).path  # what `current` names, once
+    scorer = XGBScorer.load(model_dir, threads=threads, pin=pins, reasons=policy)
     log(f"model {scorer.model_version} (threshold {scorer.threshold:.6f}); reading and"
         f" validating {source}")  # fmt: skip
     frame, report = batchscore.read_applications(source, drop_invalid=args.drop_invalid)
@@ -229,10 +242,72 @@ def _when(at: datetime | None) -> str:
 
 def cmd_model_pin(settings: Settings, _: argparse.Namespace) -> None:
     """Print the SHA-256 to pin the current model with (FRAUDSCORE_MODEL_SHA256)."""
+    from fraudscore_adapters.xgb import versions  # noqa: PLC0415
     from fraudscore_adapters.xgb.artifacts import manifest_sha256, read_verified  # noqa: PLC0415
 
-    read_verified(settings.artifact_dir)
-    print(manifest_sha256(settings.artifact_dir))
+    model_dir = versions.locate(settings.artifact_dir).path
+    read_verified(model_dir)
+    print(manifest_sha256(model_dir))
+
+
+def cmd_model(settings: Settings, args: argparse.Namespace) -> None:
+    """List the model versions, or point `current` at one (use VERSION, rollback): running
+    servers load it within FRAUDSCORE_MODEL_WATCH_S."""
+    from fraudscore_adapters.xgb import versions  # noqa: PLC0415
+    from fraudscore_adapters.xgb.artifacts import read_verified  # noqa: PLC0415
+
+    root = settings.artifact_dir
+    if args.action == "list":
+        _list_models(root)
+        return
+    target = (
+        versions.pointer(root, versions.PREVIOUS) if args.action == "rollback" else args.version
+    )
+    if target is None:
+        raise versions.VersionError(f"no previous version in {root} to roll back to")
+    located = versions.locate_version(root, target)
+    read_verified(located.path)  # the folder agrees with its manifest: refuse to point at junk
+    old, new = versions.use(root, target)
+    if old == new:
+        log(f"current already names {new}")
+    else:
+        log(f"current -> {new} (previous -> {old}); running servers load it within"
+            f" FRAUDSCORE_MODEL_WATCH_S ({settings.model_watch_s:g} s)")  # fmt: skip
+    _warn_if_not_pinned(settings, located.path)
+
+
+def _list_models(root: Path) -> None:
+    from fraudscore_adapters.xgb import versions  # noqa: PLC0415
+    from fraudscore_adapters.xgb.artifacts import manifest_sha256, read_manifest  # noqa: PLC0415
+
+    current = versions.pointer(root, versions.CURRENT)
+    previous = versions.pointer(root, versions.PREVIOUS)
+    located = [versions.locate_version(root, name) for name in versions.versions(root)]
+    if not located and (root / "manifest.json").is_file():
+        located = [versions.Located(root, None)]  # a flat folder: its one model
+    print(f"{'':8}  {'version':34}  {'model':16}  {'threshold':>9}  pin (manifest SHA-256)")
+    for found in located:
+        name = found.version or "(flat)"
+        mark = "current" if name == current or found.version is None else ""
+        mark = mark or ("previous" if name == previous else "")
+        try:
+            manifest = read_manifest(found.path)
+            facts = f"{manifest.model_version:16}  {manifest.threshold:>9.6f}"
+            facts += f"  {manifest_sha256(found.path)}"
+        except FraudscoreError as exc:
+            facts = f"unreadable: {exc}"
+        print(f"{mark:8}  {name:34}  {facts}")
+    log(f"{len(located)} version(s) in {root}")
+
+
+def _warn_if_not_pinned(settings: Settings, model_dir: Path) -> None:
+    from fraudscore_adapters.xgb.artifacts import manifest_sha256, parse_pins  # noqa: PLC0415
+
+    pin = manifest_sha256(model_dir)
+    if settings.model_sha256 and pin not in parse_pins(settings.model_sha256):
+        log(f"note: its pin {pin} is not in FRAUDSCORE_MODEL_SHA256: pinned servers refuse it"
+            ' until an admin vouches for it (POST /admin/reload {"sha256": "<pin>"}) or the'
+            " pin is added")  # fmt: skip
 
 
 APP_FACTORY = "fraudscore_adapters.bootstrap:app_from_env"
@@ -241,28 +316,66 @@ APP_FACTORY = "fraudscore_adapters.bootstrap:app_from_env"
 def _check_servable(settings: Settings) -> None:
     """Fail before any worker starts if the model (or its pin) or the embedded dataset is
     missing or wrong."""
-    from fraudscore_adapters.bootstrap import model_pin  # noqa: PLC0415
+    from fraudscore_adapters.bootstrap import model_pins  # noqa: PLC0415
+    from fraudscore_adapters.xgb import versions  # noqa: PLC0415
     from fraudscore_adapters.xgb.artifacts import read_verified  # noqa: PLC0415
 
     # raises ModelUnavailable saying what is wrong
-    read_verified(settings.artifact_dir, pin=model_pin(settings))
+    read_verified(versions.locate(settings.artifact_dir).path, pin=model_pins(settings))
     if not settings.database_url and not dataset_path(settings, create=False).is_file():
         raise FileNotFoundError("no dataset for the in-memory store: run `make data` first")
 
 
+@contextlib.contextmanager
+def _run_dir(settings: Settings) -> Iterator[None]:
+    """A private folder the server's workers share (FRAUDSCORE_RUN_DIR: vouched-for model
+    pins), made for this run unless one is set, and removed at exit."""
+    if settings.run_dir is not None:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="fraudscore-run-")  # mode 0700, this user's
+    os.environ["FRAUDSCORE_RUN_DIR"] = folder  # the workers read their settings from the env
+    try:
+        yield
+    finally:
+        os.environ.pop("FRAUDSCORE_RUN_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _hangup_to_workers() -> type[MPServer]:
+    """Granian's server, with SIGHUP sent on to each worker process instead of granian's own
+    reload: that respawns every worker (a new process, loading the model at its start), and
+    one that fails to start (a model that fails its checks) makes granian stop the whole
+    server. Each worker reloads in place instead, refusing a bad model while the old one keeps
+    serving (:mod:`~fraudscore_adapters.reloading`)."""
+    from granian.server.mp import MPServer  # noqa: PLC0415
+
+    class HangupToWorkers(MPServer):
+        def signal_handler_reload(self, *args: object, **kwargs: object) -> None:
+            for worker in list(self.wrks):
+                pid = worker.inner.pid
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGHUP)
+
+    return HangupToWorkers
+
+
 def cmd_serve(settings: Settings, _: argparse.Namespace) -> None:
-    """Serve the HTTP API (granian or uvicorn, FRAUDSCORE_SERVER) until interrupted."""
+    """Serve the HTTP API (granian or uvicorn, FRAUDSCORE_SERVER) until interrupted; SIGHUP
+    reloads the model in every worker."""
     # before anything imports prometheus_client (_check_servable does): the workers' metrics
     # go to one private directory, merged by whichever worker answers GET /metrics
     from fraudscore_adapters.monitoring.procdir import shared_metrics_dir  # noqa: PLC0415
 
     with shared_metrics_dir() as metrics_dir:
         log(f"metrics: the workers share {metrics_dir} (removed on exit)")
-        _serve(settings)
+        _check_servable(settings)
+        with _run_dir(settings):
+            _serve(settings)
 
 
 def _serve(settings: Settings) -> None:
-    _check_servable(settings)
     log(
         f"serving on http://{settings.host}:{settings.port} with {settings.server}, "
         f"{settings.workers} worker(s); docs at http://{settings.host}:{settings.port}/schema/swagger"
@@ -284,9 +397,11 @@ def _serve(settings: Settings) -> None:
     if settings.server != "granian":
         raise SettingsError(f"FRAUDSCORE_SERVER={settings.server!r}: use granian or uvicorn")
     from granian.constants import Interfaces  # noqa: PLC0415
-    from granian.server import Server  # noqa: PLC0415
+    from granian.server import MPServer, Server  # noqa: PLC0415
 
-    Server(
+    # worker processes (a GIL build): SIGHUP goes on to them; threads: granian's own reload
+    server = _hangup_to_workers() if Server is MPServer else Server
+    server(
         APP_FACTORY,
         address=settings.host,
         port=settings.port,
@@ -317,8 +432,10 @@ def _backpressure(settings: Settings) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
     """The main job: make sure data and a model exist, show how to call, then serve."""
+    from fraudscore_adapters.xgb import versions  # noqa: PLC0415
+
     path = dataset_path(settings)
-    if not (settings.artifact_dir / "manifest.json").is_file():
+    if not versions.has_model(settings.artifact_dir):
         cmd_train(settings, args)
     base = f"http://{settings.host}:{settings.port}"
     log(f"dataset: {path} (user ids are row numbers)")
@@ -357,6 +474,7 @@ COMMANDS = {
     "load-features": cmd_load_features,
     "score": cmd_score,
     "keys": cmd_keys,
+    "model": cmd_model,
     "model-pin": cmd_model_pin,
     "serve": cmd_serve,
     "run": cmd_run,
@@ -391,6 +509,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     keys.add_parser("list", help="every key: id, name, scopes, created, last used, revoked")
     keys.add_parser("revoke", help="revoke a key by id").add_argument("id")
+    model = sub.choices["model"].add_subparsers(dest="action", required=True)
+    model.add_parser("list", help="every version: current, previous, model, threshold, pin")
+    model.add_parser("use", help="point current at VERSION").add_argument("version")
+    model.add_parser("rollback", help="point current at previous (previous at the old current)")
     return parser
 
 

@@ -46,7 +46,13 @@ _AT_LEAST_ONE = (
     "rate_limit_burst",
     "drift_window",
 )
-_POSITIVE = ("request_timeout_s", "pool_timeout_s", "keys_refresh_s", "rate_limit_rps")
+_POSITIVE = (
+    "request_timeout_s",
+    "pool_timeout_s",
+    "keys_refresh_s",
+    "rate_limit_rps",
+    "model_watch_s",
+)
 
 
 class SettingsError(ValueError):
@@ -147,11 +153,20 @@ class Settings:
     rate_limit_burst: int = 2000
     """The bucket's size: how many requests a key may make at once after a quiet spell."""
     model_sha256: str | None = field(default=None, repr=False)
-    """The pinned model: SHA-256 of the artifact folder's ``manifest.json`` (which holds every
-    artifact's SHA-256). Set, a model that does not match is refused before unpickling."""
+    """The pinned models: SHA-256 of a model's ``manifest.json`` (which holds every artifact's
+    SHA-256), or several separated by commas. Set, a model that matches none is refused before
+    unpickling, at start and on every reload (unless an admin vouched for it: POST
+    /admin/reload with its ``sha256``)."""
     allow_unpinned_model: str = "off"
     """``on`` lets a server with DATABASE_URL set start without FRAUDSCORE_MODEL_SHA256
     (production refuses to by default); the embedded default never requires a pin."""
+    model_watch_s: float = 1.0
+    """How often each worker checks what the artifact folder's ``current`` pointer names, and
+    loads it when it changed: every worker serves a new current within this plus a load."""
+    run_dir: Path | None = None
+    """A private folder (mode 0700, owned by the server's user) the worker processes of one
+    server share: the model pins an admin vouched for reach every worker through it. ``serve``
+    makes one for each run when unset, and removes it at exit."""
     reasons: str = "flagged"
     """When predictions carry reasons: ``flagged`` (every flagged one, and any asked for with
     ``?explain=true``) or ``requested`` (only those asked for)."""

@@ -28,7 +28,7 @@ from fraudscore_adapters.baf import load_features
 from fraudscore_adapters.bulkload import copy_features
 from fraudscore_adapters.migrate import apply_migrations
 from fraudscore_adapters.postgres.keys import PostgresKeyStore
-from fraudscore_adapters.xgb import manifest_sha256
+from fraudscore_adapters.xgb import manifest_sha256, versions
 from tests.conftest import MIGRATIONS, fresh_database
 
 KEYS_REFRESH_S = 0.2
@@ -167,7 +167,7 @@ def server_env(
     }
     if database_url:
         env["DATABASE_URL"] = database_url
-        env["FRAUDSCORE_MODEL_SHA256"] = manifest_sha256(artifacts)
+        env["FRAUDSCORE_MODEL_SHA256"] = manifest_sha256(versions.locate(artifacts).path)
     else:
         env["FRAUDSCORE_KEYS_FILE"] = str(workdir / f"api_keys-{port}.json")
     return env

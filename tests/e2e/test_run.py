@@ -61,7 +61,7 @@ def test_run_generates_data_trains_makes_a_key_and_serves(tmp_path: Path) -> Non
     text = log.read_text()
     assert answer["user_id"] == 42
     assert str(answer["model_version"]).startswith("xgb-")
-    assert (tmp_path / "artifacts" / "manifest.json").is_file()
+    assert (tmp_path / "artifacts" / "current" / "manifest.json").is_file()  # a version, current
     assert "generating 20,000 synthetic rows" in text
     assert f"created API key {key_id_of(key)}" in text
     assert {c[1] for c in curls} == {key}  # one key, in every curl line

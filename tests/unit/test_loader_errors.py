@@ -210,4 +210,4 @@ def test_train_cli_trains_and_prints_summary_wall_time_and_rss(
     assert "error:" not in err
     assert "wall time" in err
     assert "peak RSS" in err
-    assert (train_env.parent / "artifacts" / "manifest.json").is_file()
+    assert (train_env.parent / "artifacts" / "current" / "manifest.json").is_file()

@@ -25,7 +25,7 @@ from fraudscore_adapters.xgb import (
     manifest_sha256,
     probe_applications,
     read_verified,
-    required_pin,
+    required_pins,
 )
 from fraudscore_adapters.xgb.__main__ import train_and_report
 from fraudscore_adapters.xgb.artifacts import MANIFEST, PREPROCESSOR_FILE, sha256_file
@@ -163,7 +163,7 @@ def test_a_malformed_pin_is_refused(
         XGBScorer.load(artifacts, pin=bad)
     assert attempts == []
     with pytest.raises(ModelUnavailable, match="64 hex digits"):
-        required_pin(bad, production=False, allow_unpinned=False)
+        required_pins(bad, production=False, allow_unpinned=False)
 
 
 # --- the policy ----------------------------------------------------------------------------
@@ -171,37 +171,58 @@ def test_a_malformed_pin_is_refused(
 
 def test_production_without_a_pin_is_refused_saying_what_to_do() -> None:
     with pytest.raises(ModelUnavailable) as refused:
-        required_pin(None, production=True, allow_unpinned=False)
+        required_pins(None, production=True, allow_unpinned=False)
     message = str(refused.value)
     for hint in (
         "FRAUDSCORE_MODEL_SHA256",
         "make train",
         "python -m fraudscore_adapters model-pin",
-        "sha256sum data/model_artifacts/manifest.json",
+        "sha256sum data/model_artifacts/current/manifest.json",
         "FRAUDSCORE_ALLOW_UNPINNED_MODEL=on",
     ):
         assert hint in message
 
 
 def test_production_may_opt_out_of_the_pin() -> None:
-    assert required_pin(None, production=True, allow_unpinned=True) is None
+    assert required_pins(None, production=True, allow_unpinned=True) is None
 
 
 @pytest.mark.parametrize("empty", [None, "", "  "])
 def test_the_embedded_default_needs_no_pin(empty: str | None) -> None:
-    assert required_pin(empty, production=False, allow_unpinned=False) is None
+    assert required_pins(empty, production=False, allow_unpinned=False) is None
 
 
 def test_an_empty_pin_counts_as_none_in_production() -> None:
     with pytest.raises(ModelUnavailable, match="FRAUDSCORE_MODEL_SHA256"):
-        required_pin("", production=True, allow_unpinned=False)
+        required_pins("", production=True, allow_unpinned=False)
 
 
 @pytest.mark.parametrize(("production", "allow"), [(True, False), (True, True), (False, False)])
 def test_a_given_pin_is_used_normalized(production: bool, allow: bool) -> None:
     digest = hashlib.sha256(b"model").hexdigest()
-    used = required_pin(f" {digest.upper()} ", production=production, allow_unpinned=allow)
-    assert used == digest
+    used = required_pins(f" {digest.upper()} ", production=production, allow_unpinned=allow)
+    assert used == frozenset({digest})
+
+
+def test_several_pins_each_let_their_model_load(artifacts: Path, pin: str) -> None:
+    """FRAUDSCORE_MODEL_SHA256 may name several manifests (the model a server starts with, the
+    one a reload moves to): any of them loads, none other does."""
+    other = hashlib.sha256(b"the next model").hexdigest()
+    pins = required_pins(f"{other}, {pin.upper()}", production=True, allow_unpinned=False)
+    assert pins == frozenset({other, pin})
+    assert XGBScorer.load(artifacts, pin=pins).model_version.startswith("xgb-")
+    assert XGBScorer.load(artifacts, pin=f"{other},{pin}").model_version.startswith("xgb-")
+    third = hashlib.sha256(b"a third").hexdigest()
+    with pytest.raises(ModelUnavailable, match="is not a pinned model") as refused:
+        read_verified(artifacts, pin=[other, third])
+    assert other[:16] in str(refused.value)
+    assert third[:16] in str(refused.value)
+
+
+@pytest.mark.parametrize("bad", [",", " , ", f"{'0' * 64},nope"])
+def test_a_pin_list_with_nothing_or_a_bad_pin_in_it_is_refused(bad: str) -> None:
+    with pytest.raises(ModelUnavailable, match="SHA-256"):
+        required_pins(bad, production=False, allow_unpinned=False)
 
 
 # --- training hands out the pin ------------------------------------------------------------

@@ -9,6 +9,9 @@ enters it (open pools, load the model) and leaves it (close them), in that order
 - ``GET /metrics``: Prometheus metrics (:mod:`~fraudscore_adapters.monitoring.prom`), every
   worker's in a multi-worker server; open like the probes, or behind an API key with the
   ``admin`` scope (``FRAUDSCORE_METRICS_ACCESS=admin``);
+- ``POST /admin/reload``, ``POST /admin/rollback`` and ``GET /admin/model``, behind an API key
+  with the ``admin`` scope: load a new model without downtime, roll back, and say what serves
+  (:mod:`~fraudscore_adapters.reloading`);
 - ``POST /predict/sync/{user_id}`` and ``POST /predict/async/{user_id}``, behind an API key
   with the ``predict`` scope (``Authorization: Bearer <key>``; see
   :mod:`~fraudscore_adapters.http.frontdoor`): score the user's
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,12 +37,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
-from litestar.handlers import HTTPRouteHandler
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from fraudscore import MAX_USER_ID, AsyncScoringService, ScoringService
 from fraudscore_adapters.access import Gate
@@ -46,8 +51,16 @@ from fraudscore_adapters.batching import DEFAULT_BATCHING, BatchedPredictions, B
 from fraudscore_adapters.http.fastpath import FastPredictRoutes
 from fraudscore_adapters.http.frontdoor import FrontDoor
 from fraudscore_adapters.http.problems import PROBLEM_MEDIA_TYPE, exception_handlers
-from fraudscore_adapters.http.schemas import PredictionOut, Problem, Readiness
+from fraudscore_adapters.http.schemas import (
+    ModelStatusOut,
+    PredictionOut,
+    Problem,
+    Readiness,
+    ReloadIn,
+    ReloadOut,
+)
 from fraudscore_adapters.monitoring.prom import CONTENT_TYPE, Metrics
+from fraudscore_adapters.reloading import Reloader, VersionError
 
 __all__ = ["Batching", "Runtime", "RuntimeFactory", "create_app"]
 
@@ -110,6 +123,8 @@ class Runtime:
     """What the predict routes and their batchers report to, and ``/metrics`` shows."""
     liveness: Callable[[], list[str]] = list
     """What of the runtime's own parts is wedged (the model's thread); empty when none."""
+    models: Reloader | None = None
+    """What serves the model and reloads it (the admin routes); None: no admin routes."""
 
 
 RuntimeFactory = Callable[[], AbstractAsyncContextManager[Runtime]]
@@ -141,8 +156,31 @@ PREDICT_RESPONSES = {
 }
 
 
+_GATE_RESPONSES = {
+    401: PREDICT_RESPONSES[401],
+    403: _problem("The API key lacks the `admin` scope."),
+    429: PREDICT_RESPONSES[429],
+    503: _problem("The API keys could not be read for too long (`keys-unavailable`)."),
+}
+RELOAD_RESPONSES = {
+    **_GATE_RESPONSES,
+    400: _problem("The body is not JSON of the documented shape."),
+    409: _problem(
+        "Nothing to switch to as asked (`model-switch-refused`): no such version, no previous"
+        " one, a `current` pointer this server may not move (a read-only artifact folder), or a"
+        " model handed in rather than loaded."
+    ),
+    422: _problem(
+        "The new model failed a check (`model-refused`): not pinned, its manifest or a"
+        " checksum, the library versions, unpickling or the self-check; the old model keeps"
+        " serving, and `detail` says why."
+    ),
+}
+
+
 async def _refuse_bodies(request: Request[Any, Any, Any]) -> None:
-    """No route reads a body, so an oversized one is refused up front (413), not ignored.
+    """Bodies over 1 KiB are refused up front (413): the predict routes read none, the admin
+    routes a few bytes.
 
     Async on purpose: Litestar runs a sync hook in a worker thread, a hop per request.
     """
@@ -336,6 +374,67 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
     return [route(name, doc) for name, doc in _PREDICT_ROUTES.items()]
 
 
+def _admin_routes(holder: _Holder) -> list[HTTPRouteHandler]:
+    """Reload, roll back, and say what serves: the ``admin`` scope only. Each answers for the
+    worker process that got it; the others follow the ``current`` pointer (see
+    :mod:`~fraudscore_adapters.reloading`)."""
+
+    async def admitted(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        """The guard: the gate, with the ``admin`` scope, before the body is read."""
+        gate = holder.door.gate
+        if gate is None:
+            raise RuntimeError("an admin route is used before the app started")
+        key = next((v for k, v in connection.scope["headers"] if k == b"authorization"), None)
+        connection.state.admin_key = gate.admit(key, ADMIN_SCOPE)
+
+    def models(request: Request[Any, Any, Any]) -> Reloader:
+        found = holder.runtime.models
+        if found is None:
+            raise VersionError("this server has no model reloader")
+        if request.method != "GET":  # who changed the model: an audit line, whatever the outcome
+            log.info(
+                "%s %s by API key %s", request.method, request.url.path, request.state.admin_key
+            )
+        return found
+
+    admin: dict[str, Any] = {
+        "tags": ["admin"],
+        "guards": [admitted],
+        "security": [{SECURITY_SCHEME: []}],
+    }
+
+    @post("/admin/reload", status_code=200, responses=RELOAD_RESPONSES, **admin)
+    async def reload_model(
+        request: Request[Any, Any, Any], data: JSONBody[ReloadIn | None] = None
+    ) -> ReloadOut:
+        """Load the model the artifact folder's `current` pointer names (or `version`, which
+        then becomes current), verified and self-checked off the request path, and swap it in
+        between batches; the old model keeps serving if the new one fails a check (422, saying
+        why). With `sha256`, only a model whose manifest has that SHA-256, which a pinned
+        server then accepts. This worker answers; the others follow `current` within
+        FRAUDSCORE_MODEL_WATCH_S."""
+        asked = data or ReloadIn()
+        attempt = await models(request).reload(version=asked.version, sha256=asked.sha256)
+        return ReloadOut.of(attempt, os.getpid())
+
+    @post("/admin/rollback", status_code=200, responses=RELOAD_RESPONSES, **admin)
+    async def rollback_model(request: Request[Any, Any, Any]) -> ReloadOut:
+        """Load the version the `previous` pointer names and make it current (`previous` then
+        names the old one: a second rollback goes forward again). Needs write access to the
+        artifact folder (409 without: use `python -m fraudscore_adapters model rollback`)."""
+        attempt = await models(request).rollback()
+        return ReloadOut.of(attempt, os.getpid())
+
+    @get("/admin/model", responses=_GATE_RESPONSES, **admin)
+    async def model_status(request: Request[Any, Any, Any]) -> ModelStatusOut:
+        """What this worker serves (version, pin, when loaded), what `current` and
+        `previous` name now, and how its last reload went."""
+        status = await models(request).status()
+        return ModelStatusOut.of(status, os.getpid())
+
+    return [reload_model, rollback_model, model_status]
+
+
 def create_app(
     runtime: RuntimeFactory,
     *,
@@ -357,6 +456,7 @@ def create_app(
             *_health_routes(holder, batching),
             _metrics_route(holder, metrics_access),
             *_predict_routes(holder),
+            *_admin_routes(holder),
         ],
         before_request=_refuse_bodies,
         lifespan=[_lifespan(holder, runtime, batching)],

@@ -35,6 +35,7 @@ from fraudscore_adapters.access.gate import (
 from fraudscore_adapters.batching import ClientGone, DeadlineExceeded, Overloaded, ShuttingDown
 from fraudscore_adapters.http.schemas import FieldProblemOut, Problem
 from fraudscore_adapters.logs import REQUEST_ID
+from fraudscore_adapters.reloading import ModelRefused, VersionError
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
@@ -70,6 +71,8 @@ STATUS: dict[type[FraudscoreError], _Kind] = {
     StoreUnavailable: _Kind(503, "store-unavailable", "Feature store unavailable"),
     StoreError: _Kind(500, "store-error", "Feature store error"),
     ModelUnavailable: _Kind(503, "model-unavailable", "Model unavailable"),
+    ModelRefused: _Kind(422, "model-refused", "New model refused"),
+    VersionError: _Kind(409, "model-switch-refused", "Model switch refused"),
     DeadlineExceeded: _Kind(503, "timeout", "No answer in time"),
     Overloaded: _Kind(503, "overloaded", "Service overloaded"),
     ShuttingDown: _Kind(503, "shutting-down", "Service shutting down"),

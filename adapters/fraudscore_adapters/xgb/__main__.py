@@ -11,13 +11,16 @@ Exit status: 0 on success, 2 when the data cannot train a model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from fraudscore_adapters.baf import DatasetError
+from fraudscore_adapters.xgb import versions
 from fraudscore_adapters.xgb.artifacts import PIN_SETTING, manifest_sha256
 from fraudscore_adapters.xgb.training import (
     TrainConfig,
@@ -44,23 +47,49 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def train_and_report(
-    data: Path, out_dir: Path, config: TrainConfig, *, drop_invalid: bool = False
+    data: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    drop_invalid: bool = False,
+    versioned: bool = False,
 ) -> TrainingResult:
     """Train on ``data`` into ``out_dir``; log the summary table, wall time, peak RSS and pin.
 
     The pin line hands the operator the manifest's SHA-256 to set in production, so the
-    server refuses any other model (see :func:`~fraudscore_adapters.xgb.artifacts.required_pin`).
+    server refuses any other model (see :func:`~fraudscore_adapters.xgb.artifacts.required_pins`).
+
+    With ``versioned``, ``out_dir`` is an artifact root (:mod:`~fraudscore_adapters.xgb.versions`):
+    the model is written into a staging folder, published as a new version, and ``current``
+    moved to it (the old current becomes ``previous``); a flat model already there is moved
+    into ``versions/`` first. A failed run leaves ``current`` as it was. The result's
+    ``out_dir`` is the version's folder.
 
     Raises :class:`DatasetError` when the data cannot train a model (columns or values at
     fault, no labels, a split without both classes) and FileNotFoundError when it is absent.
     """
     started = time.perf_counter()
+    target = out_dir
+    if versioned:
+        adopted = versions.adopt_flat(out_dir)
+        if adopted:
+            stderr_log(f"moved the flat model of {out_dir} to {versions.VERSIONS}/{adopted}")
+        target = versions.stage(out_dir)
     try:
-        result = train_file(data, out_dir, config, drop_invalid=drop_invalid)
-    except DatasetError:
+        result = train_file(data, target, config, drop_invalid=drop_invalid)
+    except BaseException as exc:
+        if versioned:
+            shutil.rmtree(target, ignore_errors=True)
+        if isinstance(exc, ValueError) and not isinstance(exc, DatasetError):
+            # labels, splits: the data cannot train a model
+            raise DatasetError([], f"cannot train on {data}: {exc}") from exc
         raise
-    except ValueError as exc:  # labels, splits: the data cannot train a model
-        raise DatasetError([], f"cannot train on {data}: {exc}") from exc
+    if versioned:
+        old = versions.pointer(out_dir, versions.CURRENT)
+        name = versions.publish(out_dir, target, result.model_version)
+        result = dataclasses.replace(result, out_dir=out_dir / versions.VERSIONS / name)
+        moved = f"; previous -> {old}" if old else ""
+        stderr_log(f"published version {name}: current -> it{moved}")
     wall = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     stderr_log(summary(result))

@@ -10,6 +10,8 @@ The manifest alone only proves the folder agrees with itself: whoever can write 
 can rewrite it too. A *pin* closes that: the SHA-256 of ``manifest.json``, given from outside
 the folder (``FRAUDSCORE_MODEL_SHA256``). The manifest holds every artifact's SHA-256, so
 pinning it pins every file; a folder that does not match is refused before any pickle is read.
+The setting may name several manifests, separated by commas (the models a server may load:
+the one it starts with, the one a reload or a rollback moves to).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hmac
 import json
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,11 @@ __all__ = [
     "library_versions",
     "manifest_sha256",
     "parse_manifest",
+    "parse_pins",
+    "pinned_sha256",
     "read_manifest",
     "read_verified",
-    "required_pin",
+    "required_pins",
     "sha256_bytes",
     "sha256_file",
     "version_problems",
@@ -57,7 +61,8 @@ PREPROCESSOR_FILE = "preprocessor.pkl"
 PICKLES = (PREPROCESSOR_FILE, MODEL_FILE)
 
 PIN_SETTING = "FRAUDSCORE_MODEL_SHA256"
-"""The setting that pins the model: the expected SHA-256 of ``manifest.json``."""
+"""The setting that pins the model: the expected SHA-256 of ``manifest.json`` (or several,
+separated by commas)."""
 ALLOW_UNPINNED_SETTING = "FRAUDSCORE_ALLOW_UNPINNED_MODEL"
 """The opt-out letting production start without a pin."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -176,34 +181,63 @@ def _normalized_pin(pin: str) -> str:
     return normalized
 
 
-def _check_pin(path: Path, data: bytes, pin: str) -> None:
-    """Refuse manifest bytes whose SHA-256 is not ``pin`` (constant-time comparison)."""
+def parse_pins(pins: str | Collection[str]) -> frozenset[str]:
+    """The pins in ``pins``: one SHA-256, several separated by commas, or a collection of them;
+    each as lower-case hex. Blanks around each are ignored; anything that is not a SHA-256 is
+    refused (a typo pins nothing)."""
+    parts = pins.split(",") if isinstance(pins, str) else list(pins)
+    parsed = frozenset(_normalized_pin(part) for part in parts if part.strip())
+    if not parsed:
+        raise ModelUnavailable(f"{PIN_SETTING} names no SHA-256: {pins!r}")
+    return parsed
+
+
+def pinned_sha256(artifact_dir: Path, pins: str | Collection[str] | None) -> str:
+    """The SHA-256 of ``artifact_dir``'s manifest, once it is known to be one of ``pins``
+    (any, when None); raise ModelUnavailable saying which pins it is not."""
+    data = _manifest_bytes(artifact_dir)
+    if pins is not None:
+        _check_pin(artifact_dir / MANIFEST, data, parse_pins(pins))
+    return sha256_bytes(data)
+
+
+def _check_pin(path: Path, data: bytes, pins: frozenset[str]) -> None:
+    """Refuse manifest bytes whose SHA-256 is none of ``pins`` (constant-time comparisons)."""
     got = sha256_bytes(data)
-    if not hmac.compare_digest(got, pin):
+    if any(hmac.compare_digest(got, pin) for pin in sorted(pins)):
+        return
+    if len(pins) == 1:
+        (pin,) = pins
         raise ModelUnavailable(
             f"{path} is not the pinned model: its SHA-256 is {got[:16]}...,"
             f" {PIN_SETTING} is {pin[:16]}..."
         )
+    named = ", ".join(f"{pin[:16]}..." for pin in sorted(pins))
+    raise ModelUnavailable(
+        f"{path} is not a pinned model: its SHA-256 is {got[:16]}..., the pins are {named}"
+    )
 
 
-def required_pin(pin: str | None, *, production: bool, allow_unpinned: bool) -> str | None:
-    """The pin to load with, by policy; raise ModelUnavailable when one is needed but absent.
+def required_pins(
+    pins: str | None, *, production: bool, allow_unpinned: bool
+) -> frozenset[str] | None:
+    """The pins to load with, by policy; raise ModelUnavailable when one is needed but absent.
 
-    A production server (DATABASE_URL set) unpickles at start-up whatever sits in its artifact
-    folder, so it must be told which model to expect unless the operator opts out; the
-    embedded default (a laptop) needs no pin. An empty pin counts as none (an unset variable);
-    a malformed pin is refused here, before any file is touched.
+    A production server (DATABASE_URL set) unpickles whatever sits in its artifact folder, so
+    it must be told which models to expect unless the operator opts out; the embedded default
+    (a laptop) needs no pin. An empty setting counts as none (an unset variable); a malformed
+    pin is refused here, before any file is touched.
     """
-    if pin is not None and pin.strip():
-        return _normalized_pin(pin)
+    if pins is not None and pins.strip():
+        return parse_pins(pins)
     if production and not allow_unpinned:
         raise ModelUnavailable(
             f"DATABASE_URL is set but {PIN_SETTING} is not: a production server will not"
             " unpickle a model it has not been told to expect. Set"
             f" {PIN_SETTING} to the SHA-256 of the model's {MANIFEST} (printed by `make train`,"
             " or by `python -m fraudscore_adapters model-pin`, or"
-            f" `sha256sum data/model_artifacts/{MANIFEST}`), or set {ALLOW_UNPINNED_SETTING}=on"
-            " to accept any model that passes its own manifest."
+            f" `sha256sum data/model_artifacts/current/{MANIFEST}`), or set"
+            f" {ALLOW_UNPINNED_SETTING}=on to accept any model that passes its own manifest."
         )
     return None
 
@@ -223,19 +257,21 @@ def _checked(fields: Any) -> Manifest:
 
 
 def read_verified(
-    artifact_dir: Path, *, pin: str | None = None
+    artifact_dir: Path, *, pin: str | Collection[str] | None = None
 ) -> tuple[Manifest, dict[str, bytes]]:
     """The manifest and the pickles' bytes, after every check; raise ModelUnavailable.
 
     Checks, in order: the pin (when given: the manifest's SHA-256, hashed from the very bytes
-    then parsed, so no swap can slip between check and use), the manifest, library versions,
-    that every listed file exists, and that every listed file has its recorded SHA-256.
-    Nothing is unpickled here, and with a wrong pin no pickle is even read.
+    then parsed, so no swap can slip between check and use; with several pins, any of them),
+    the manifest, library versions, that every listed file exists, and that every listed file
+    has its recorded SHA-256. Nothing is unpickled here, and with a wrong pin no pickle is even
+    read. ``artifact_dir`` is the folder holding the manifest (a version's, or a flat one; see
+    :func:`~fraudscore_adapters.xgb.versions.locate`).
     """
-    expected = None if pin is None else _normalized_pin(pin)
+    pins = None if pin is None else parse_pins(pin)
     data = _manifest_bytes(artifact_dir)
-    if expected is not None:
-        _check_pin(artifact_dir / MANIFEST, data, expected)
+    if pins is not None:
+        _check_pin(artifact_dir / MANIFEST, data, pins)
     manifest = parse_manifest(data, artifact_dir / MANIFEST)
     problems = version_problems(manifest.versions, library_versions())
     if problems:

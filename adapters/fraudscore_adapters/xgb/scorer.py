@@ -13,7 +13,7 @@ its margins.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from fraudscore import (
 from fraudscore_adapters.xgb.artifacts import MODEL_FILE, PREPROCESSOR_FILE, read_verified
 from fraudscore_adapters.xgb.pipeline import CompiledTransform, compile_transform, features_frame
 from fraudscore_adapters.xgb.reasons import DEFAULT_REASONS, Explainer, ReasonPolicy
+from fraudscore_adapters.xgb.versions import locate
 
 __all__ = ["XGBScorer", "probe_applications"]
 
@@ -87,17 +88,21 @@ class XGBScorer:
         artifact_dir: Path,
         *,
         threads: int = 1,
-        pin: str | None = None,
+        pin: str | Collection[str] | None = None,
         reasons: ReasonPolicy = DEFAULT_REASONS,
     ) -> XGBScorer:
         """Verify and load ``artifact_dir``; raise ModelUnavailable saying what is wrong.
 
         ``threads`` is the booster's thread count; 1 is fastest for the small batches a
         service scores (measured: threads cost more than they save below a few thousand rows).
-        ``pin`` is the expected SHA-256 of ``manifest.json`` (``FRAUDSCORE_MODEL_SHA256``): the
-        folder's own manifest only proves it agrees with itself, the pin that it is the model
-        meant to run; a mismatch is refused before any pickle is read.
+        ``pin`` is the expected SHA-256 of ``manifest.json`` (``FRAUDSCORE_MODEL_SHA256``; or
+        several, any of which may match): the folder's own manifest only proves it agrees with
+        itself, the pin that it is the model meant to run; a mismatch is refused before any
+        pickle is read. ``artifact_dir`` is a model's folder (a version's, or a flat one) or an
+        artifact root, whose ``current`` pointer is then resolved once
+        (:func:`~fraudscore_adapters.xgb.versions.locate`).
         """
+        artifact_dir = locate(artifact_dir).path
         manifest, blobs = read_verified(artifact_dir, pin=pin)
         try:
             preprocessor = joblib.load(io.BytesIO(blobs[PREPROCESSOR_FILE]))
