@@ -41,7 +41,12 @@ class _Answers:
     """A batcher that answers every request at once with the same prediction."""
 
     async def predict(
-        self, user_id: str, caller: str | None = None, watch: Watch | None = None
+        self,
+        user_id: str,
+        caller: str | None = None,
+        watch: Watch | None = None,
+        *,
+        explain: bool = False,
     ) -> Prediction:
         return PREDICTION
 
