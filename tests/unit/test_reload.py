@@ -36,15 +36,12 @@ from fraudscore_adapters.reloading import (
     load_xgb,
 )
 from fraudscore_adapters.settings import Settings
-from fraudscore_adapters.xgb import TrainConfig, XGBScorer, versions
+from fraudscore_adapters.xgb import XGBScorer, versions
 from fraudscore_adapters.xgb.scorer import probe_applications
 from fraudscore_adapters.xgb.versions import Located
 from tests.support import application, model_version_of, pin_of, tamper, version_names
 
 pytestmark = pytest.mark.unit
-
-TINY = TrainConfig(seed=5, max_rounds=5, max_depth=2, learning_rate=0.3, n_jobs=1)
-NAME = re.compile(r"^\d{8}T\d{6}Z-xgb-[0-9a-f]{12}$")
 
 
 @pytest.fixture
