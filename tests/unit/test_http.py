@@ -313,6 +313,7 @@ def test_flagged_predictions_and_asked_ones_carry_their_reasons(
         plain = client.post("/predict/async/2").json()
         declined = client.post("/predict/sync/2?explain=false").json()
         wrong = client.post("/predict/sync/2?explain=maybe")
+        typo = client.post("/predict/sync/2?explian=true")
     assert flagged["is_fraud"]
     assert flagged["reasons"] == [{"feature": "housing_status", "value": "BA", "contribution": 2.0}]
     assert not asked["is_fraud"]
@@ -321,6 +322,8 @@ def test_flagged_predictions_and_asked_ones_carry_their_reasons(
     assert declined["reasons"] is None
     assert wrong.status_code == 400
     assert wrong.headers["content-type"] == "application/problem+json"
+    assert typo.status_code == 400
+    assert "unknown query parameter 'explian'" in typo.json()["detail"]
     records = {str(p.prediction_id): p for p in world.sink.records}
     assert len(records) == 4  # the refused one is not scored
     for body in (flagged, asked, plain, declined):

@@ -38,7 +38,7 @@ from typing import Annotated, Any
 
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
@@ -104,6 +104,9 @@ ExplainQuery = Annotated[
         "requested).",
     ),
 ]
+
+PREDICT_QUERY = frozenset({"explain"})
+"""The query parameters the predict routes take; any other is refused (400)."""
 
 MAX_BODY_BYTES = 1024
 """The predict routes take no body: anything over 1 KiB is refused with 413."""
@@ -356,6 +359,12 @@ def _predict_routes(holder: _Holder) -> list[HTTPRouteHandler]:
         async def predict(
             user_id: UserIdPath, request: Request[Any, Any, Any], explain: ExplainQuery = False
         ) -> Response[PredictionOut]:
+            unknown = sorted(set(request.query_params) - PREDICT_QUERY)
+            if unknown:  # a typo (`?explian=true`) must not pass for a request without it
+                raise ValidationException(
+                    detail=f"unknown query parameter {', '.join(map(repr, unknown))}:"
+                    " the predict routes take only `explain`"
+                )
             headers = request.scope["headers"]
             prediction, request_id = await holder.door.predict(
                 name, user_id, headers, request.receive, explain=explain
